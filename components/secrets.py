@@ -1,0 +1,142 @@
+"""Secret Manager secrets of one environment: generated or provided values, versions and the
+per-secret accessor grants."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+import pulumi_random as random
+
+from components.config import ConfigSecret, SecretSettings
+from components.identity import checked_member, checked_role
+from components.naming import Naming
+
+ACCESSOR_ROLE = "roles/secretmanager.secretAccessor"
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """One secret: who may read it, and its value when the operator provides it."""
+
+    name: str
+    accessors: Sequence[str]
+    provided: ConfigSecret | None = None
+    generation: int = 1
+
+
+@dataclass(frozen=True)
+class SecretsArgs:
+    naming: Naming
+    project: str
+    settings: SecretSettings
+    specs: Sequence[SecretSpec]
+    # serviceAccount:<email> of each workload of *this* environment.
+    members: Mapping[str, pulumi.Input[str]]
+    protect: bool = False
+
+
+class Secrets(pulumi.ComponentResource):
+    """For each secret: a value (pulumi-random, or a config secret), a Secret Manager secret named
+    ``<environment>-<name>``, a version holding the value, and ``secretAccessor`` on that one secret
+    for the listed workloads only.
+
+    The version is written through the write-only ``secret_data_wo`` input, so Secret Manager's
+    copy never enters Pulumi state; bumping the secret's generation in config writes a new value.
+    """
+
+    values: dict[str, pulumi.Output[str]]
+    secrets: dict[str, gcp.secretmanager.Secret]
+
+    def __init__(self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("stagecraft:secrets:Secrets", name, None, opts)
+        self.values = {}
+        self.secrets = {}
+        for spec in args.specs:
+            value = self._value(spec, args)
+            secret = gcp.secretmanager.Secret(
+                spec.name,
+                secret_id=args.naming.secret_id(spec.name),
+                project=args.project,
+                labels=args.naming.labels(secret=spec.name),
+                replication=_replication(args.settings),
+                deletion_protection=args.settings.deletion_protection,
+                version_destroy_ttl=_ttl(args.settings.version_destroy_ttl_days),
+                opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+            )
+            gcp.secretmanager.SecretVersion(
+                spec.name,
+                secret=secret.id,
+                secret_data_wo=value,
+                secret_data_wo_version=str(spec.generation),
+                # A prod version is disabled, not destroyed, when Pulumi would delete it.
+                deletion_policy="DISABLE" if args.protect else "DELETE",
+                opts=pulumi.ResourceOptions(parent=secret),
+            )
+            for workload in dict.fromkeys(spec.accessors):
+                gcp.secretmanager.SecretIamMember(
+                    f"{spec.name}-{workload}",
+                    project=args.project,
+                    secret_id=secret.id,
+                    role=checked_role(ACCESSOR_ROLE),
+                    member=pulumi.Output.from_input(args.members[workload]).apply(checked_member),
+                    opts=pulumi.ResourceOptions(parent=secret),
+                )
+            self.values[spec.name] = value
+            self.secrets[spec.name] = secret
+        self.secret_ids = {name: secret.secret_id for name, secret in self.secrets.items()}
+        self.register_outputs({"secret_ids": self.secret_ids})
+
+    def _value(self, spec: SecretSpec, args: SecretsArgs) -> pulumi.Output[str]:
+        if spec.provided is not None:
+            return spec.provided.output()
+        policy = args.settings.password
+        password = random.RandomPassword(
+            spec.name,
+            length=policy.length,
+            special=policy.special,
+            override_special=policy.override_special if policy.special else None,
+            min_upper=policy.min_upper,
+            min_lower=policy.min_lower,
+            min_numeric=policy.min_numeric,
+            min_special=policy.min_special if policy.special else 0,
+            # A new generation replaces the password, which writes a new version.
+            keepers={"generation": str(spec.generation)},
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+        )
+        return pulumi.Output.secret(password.result)
+
+
+def _ttl(days: int | None) -> str | None:
+    return None if days is None else f"{days * 86400}s"
+
+
+def _replication(settings: SecretSettings) -> gcp.secretmanager.SecretReplicationArgs:
+    kms = settings.kms_key
+    if settings.replication.mode == "user_managed":
+        return gcp.secretmanager.SecretReplicationArgs(
+            user_managed=gcp.secretmanager.SecretReplicationUserManagedArgs(
+                replicas=[
+                    gcp.secretmanager.SecretReplicationUserManagedReplicaArgs(
+                        location=location,
+                        customer_managed_encryption=(
+                            gcp.secretmanager.SecretReplicationUserManagedReplicaCustomerManagedEncryptionArgs(
+                                kms_key_name=kms
+                            )
+                            if kms
+                            else None
+                        ),
+                    )
+                    for location in settings.replication.locations
+                ]
+            )
+        )
+    return gcp.secretmanager.SecretReplicationArgs(
+        auto=gcp.secretmanager.SecretReplicationAutoArgs(
+            customer_managed_encryption=(
+                gcp.secretmanager.SecretReplicationAutoCustomerManagedEncryptionArgs(kms_key_name=kms) if kms else None
+            )
+        )
+    )

@@ -1,0 +1,222 @@
+"""Run the stagecraft program under Pulumi's mock engine and capture what it would register.
+
+No Pulumi CLI, no credentials: the stack file is validated, turned into the config the CLI would
+hand the program, and ``__main__.py`` runs against a mock monitor that records each
+RegisterResource request, options included (protect, retainOnDelete, dependencies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+import runpy
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from google.protobuf import json_format
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from components.config import ConfigError, engine_view, load_from_file, read_stack_file
+from preflight.mocks import PlanMocks
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_NAME = "stagecraft"
+MASK = "[secret]"
+
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 - the wire signature of a secret, not a secret
+RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+
+class ProgramError(Exception):
+    """The program itself failed under the mock engine."""
+
+
+@dataclass
+class PlannedResource:
+    """One RegisterResource request, as the engine would see it (secrets masked)."""
+
+    urn: str
+    type: str
+    name: str
+    parent: str
+    inputs: dict[str, Any]
+    protect: bool
+    retain_on_delete: bool
+    dependencies: list[str]
+    custom: bool
+    # The same inputs with secret envelopes kept, for the policy pack; never printed.
+    raw_inputs: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "urn": self.urn,
+            "type": self.type,
+            "name": self.name,
+            "parent": self.parent,
+            "inputs": self.inputs,
+            "protect": self.protect,
+            "retain_on_delete": self.retain_on_delete,
+            "dependencies": self.dependencies,
+        }
+
+
+@dataclass
+class Plan:
+    stack: str
+    source: str
+    resources: list[PlannedResource]
+    outputs: dict[str, Any]
+    # Every fake secret value the mocks produced or the config held (for leak checks).
+    secret_values: set[str] = field(repr=False, default_factory=set)
+
+    def by_type(self, type_: str) -> list[PlannedResource]:
+        return [r for r in self.resources if r.type == type_]
+
+
+def mask_secrets(value: Any) -> Any:
+    """Replace Pulumi secret envelopes by ``"[secret]"`` and resource references by their URN."""
+    if isinstance(value, dict):
+        sig = value.get(SIG_KEY)
+        if sig == SECRET_SIG:
+            return MASK
+        if sig == RESOURCE_SIG:
+            return value.get("urn", "")
+        return {k: mask_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        # The wire format has only doubles; show whole numbers as the user wrote them.
+        return int(value)
+    return value
+
+
+class CapturingMonitor(MockMonitor):
+    """The mock monitor, also keeping each registration's inputs and options."""
+
+    def __init__(self, mocks: PlanMocks) -> None:
+        super().__init__(mocks)
+        self.captured: list[PlannedResource] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            raw = json_format.MessageToDict(request.object)
+            self.captured.append(
+                PlannedResource(
+                    urn=response.urn,
+                    type=request.type,
+                    name=request.name,
+                    parent=request.parent,
+                    inputs=mask_secrets(raw),
+                    protect=bool(request.protect),
+                    retain_on_delete=bool(request.retainOnDelete),
+                    dependencies=sorted(set(request.dependencies)),
+                    custom=bool(request.custom),
+                    raw_inputs=raw,
+                )
+            )
+        return response
+
+
+@contextlib.contextmanager
+def _engine_environment(config: dict[str, str], secret_keys: list[str]) -> Iterator[None]:
+    """The environment variables through which the Pulumi CLI hands a program its config."""
+    saved = {key: os.environ.get(key) for key in ("PULUMI_CONFIG", "PULUMI_CONFIG_SECRET_KEYS")}
+    os.environ["PULUMI_CONFIG"] = json.dumps(config)
+    os.environ["PULUMI_CONFIG_SECRET_KEYS"] = json.dumps(secret_keys)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
+    return project_dir / f"Pulumi.{stack}.yaml"
+
+
+def plan(stack: str, config_file: Path | str | None = None, project_dir: Path = PROJECT_DIR) -> Plan:
+    """Validate the stack's config, then run the program under mocks; raise ConfigError first."""
+    path = Path(config_file) if config_file else stack_file(stack, project_dir)
+    load_from_file(path)  # every config problem surfaces here, before the program runs
+    items = read_stack_file(path)
+    config, secret_keys = engine_view(items)
+    config_secrets = {value for key, value in config.items() if key in secret_keys}
+    # A fresh context per run: Pulumi keeps its settings and root stack in context variables.
+    result = contextvars.Context().run(_run_program, stack, config, secret_keys, project_dir)
+    result.source = path.name
+    result.secret_values |= config_secrets | _leaf_strings(items, secret_only=True)
+    return result
+
+
+def _leaf_strings(items: Any, secret_only: bool) -> set[str]:
+    from components.config import ConfigSecret
+
+    found: set[str] = set()
+    if isinstance(items, ConfigSecret):
+        found.add(items.reveal())
+    elif isinstance(items, dict):
+        for value in items.values():
+            found |= _leaf_strings(value, secret_only)
+    elif isinstance(items, list):
+        for value in items:
+            found |= _leaf_strings(value, secret_only)
+    return found
+
+
+def _stack_outputs() -> dict[str, Any]:
+    """The program's exports, serialised as the engine would receive them, secrets masked."""
+    from pulumi.runtime import rpc
+    from pulumi.runtime.settings import get_root_resource
+
+    root = get_root_resource()
+    exported = getattr(root, "outputs", {}) or {}
+    struct = _sync_await(rpc.serialize_properties(exported, {}))
+    return mask_secrets(json_format.MessageToDict(struct))
+
+
+def _run_program(stack: str, config: dict[str, str], secret_keys: list[str], project_dir: Path) -> Plan:
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    mocks = PlanMocks(stack, project_hint=config.get("gcp:project", "mock-project"))
+    monitor = CapturingMonitor(mocks)
+    if str(project_dir) not in sys.path:
+        sys.path.insert(0, str(project_dir))
+    try:
+        with _engine_environment(config, secret_keys):
+            pulumi.runtime.set_all_config(config, secret_keys)
+            pulumi.runtime.set_mocks(mocks, project=PROJECT_NAME, stack=stack, preview=False, monitor=monitor)
+            main = project_dir / "__main__.py"
+            _sync_await(run_pulumi_func(lambda: runpy.run_path(str(main), run_name="__main__")))
+            outputs = _stack_outputs()
+    except pulumi.RunError as error:
+        raise ProgramError(str(error)) from None
+    except ConfigError:
+        raise
+    except Exception as error:
+        raise ProgramError(f"{type(error).__name__}: {error}") from error
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    return Plan(
+        stack=stack,
+        source="",
+        resources=sorted(monitor.captured, key=lambda r: r.urn),
+        outputs=outputs,
+        secret_values=set(mocks.secret_values),
+    )

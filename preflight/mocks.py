@@ -1,0 +1,101 @@
+"""Realistic mock outputs: what the providers would return, with values unique per stack.
+
+Fake values are derived from the stack and the resource, so two stacks never get the same
+"random" password, and checks that compare values across resources or stacks mean something.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from typing import Any
+
+import pulumi
+
+ALPHABET = string.ascii_letters + string.digits
+
+
+def digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def fake_password(seed: str, inputs: dict[str, Any]) -> str:
+    """A password honouring the RandomPassword inputs (length, classes), unique per seed."""
+    length = int(inputs.get("length", 32))
+    special = inputs.get("overrideSpecial") or "!@#$%&*()-_=+[]{}<>:?"
+    pools = [string.ascii_uppercase, string.ascii_lowercase, string.digits]
+    if inputs.get("special", True):
+        pools.append(special)
+    stream = hashlib.shake_256(seed.encode()).digest(length * 2)
+    # Start with one of each class, then fill from all of them.
+    chars = [pool[stream[i] % len(pool)] for i, pool in enumerate(pools)]
+    everything = "".join(pools)
+    chars += [everything[b % len(everything)] for b in stream[len(pools) : length]]
+    return "".join(chars[:length])
+
+
+class PlanMocks(pulumi.runtime.Mocks):
+    """Provider stand-ins for ``preflight``; records every fake secret value it hands out."""
+
+    def __init__(self, stack: str, project_hint: str = "mock-project") -> None:
+        self.stack = stack
+        self.project_hint = project_hint
+        self.secret_values: set[str] = set()
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        inputs = dict(args.inputs)
+        seed = digest(self.stack, args.typ, args.name)
+        project = inputs.get("project") or self.project_hint
+        handler = _HANDLERS.get(args.typ)
+        if handler is None:
+            return f"{args.name}-{seed[:10]}", inputs
+        resource_id, outputs = handler(self, seed, project, inputs)
+        return resource_id, {**inputs, **outputs}
+
+
+def _random_password(mocks: PlanMocks, seed: str, _project: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    value = fake_password(seed, inputs)
+    mocks.secret_values.add(value)
+    return "none", {"result": value, "bcryptHash": "$2a$10$" + digest(seed, "bcrypt")[:53]}
+
+
+def _service_account(_mocks: PlanMocks, seed: str, project: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    email = f"{inputs['accountId']}@{project}.iam.gserviceaccount.com"
+    name = f"projects/{project}/serviceAccounts/{email}"
+    unique_id = str(int(seed[:16], 16))[:21]
+    return name, {"email": email, "member": f"serviceAccount:{email}", "name": name, "uniqueId": unique_id}
+
+
+def _secret(_mocks: PlanMocks, _seed: str, project: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    name = f"projects/{project}/secrets/{inputs['secretId']}"
+    return name, {"name": name, "createTime": "2026-01-01T00:00:00Z"}
+
+
+def _secret_version(_mocks: PlanMocks, _seed: str, _project: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    name = f"{inputs['secret']}/versions/1"
+    return name, {"name": name, "version": "1", "enabled": True}
+
+
+def _bucket(_mocks: PlanMocks, _seed: str, _project: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    name = inputs["name"]
+    return name, {"url": f"gs://{name}", "selfLink": f"https://www.googleapis.com/storage/v1/b/{name}"}
+
+
+def _iam_member(_mocks: PlanMocks, seed: str, _project: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    target = inputs.get("secretId") or inputs.get("bucket") or inputs.get("project")
+    return f"{target}/{inputs['role']}/{inputs['member']}", {"etag": "BwY" + seed[:9]}
+
+
+_HANDLERS = {
+    "random:index/randomPassword:RandomPassword": _random_password,
+    "gcp:serviceaccount/account:Account": _service_account,
+    "gcp:secretmanager/secret:Secret": _secret,
+    "gcp:secretmanager/secretVersion:SecretVersion": _secret_version,
+    "gcp:storage/bucket:Bucket": _bucket,
+    "gcp:secretmanager/secretIamMember:SecretIamMember": _iam_member,
+    "gcp:storage/bucketIAMMember:BucketIAMMember": _iam_member,
+    "gcp:projects/iAMMember:IAMMember": _iam_member,
+}
