@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -322,7 +322,7 @@ class ConfigError(Exception):
 def _key_path(loc: tuple[Any, ...]) -> str:
     if not loc:
         return "config"
-    namespace, *rest = (str(part) for part in loc)
+    namespace, *rest = (str(part) for part in loc if part != "[key]")
     return f"{namespace}:{'.'.join(rest)}" if rest else f"{namespace}:"
 
 
@@ -589,26 +589,49 @@ def _parse_engine_value(value: str) -> Any:
         return value
 
 
-def _wrap_secrets(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _wrap_secrets(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_wrap_secrets(v) for v in value]
-    if isinstance(value, str):
-        return ConfigSecret(value)
+def _wrap_secrets(value: Any, annotation: Any) -> Any:
+    """Mark as ConfigSecret the strings that sit where the model expects a secret.
+
+    The CLI marks a whole top-level key secret when any value under it was set with
+    ``--secret``, so only the positions the model types as ConfigSecret are taken as secrets.
+    """
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation is ConfigSecret:
+        return ConfigSecret(value) if isinstance(value, str) else value
+    if origin is Annotated:
+        return _wrap_secrets(value, args[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, dict):
+        fields = annotation.model_fields
+        return {k: _wrap_secrets(v, fields[k].annotation) if k in fields else v for k, v in value.items()}
+    if origin is dict and isinstance(value, dict):
+        return {k: _wrap_secrets(v, args[1]) for k, v in value.items()}
+    if origin is list and isinstance(value, list):
+        return [_wrap_secrets(v, args[0]) for v in value]
+    if args and origin not in (dict, list, Literal):  # a union such as `Model | None`
+        for arg in args:
+            wrapped = _wrap_secrets(value, arg)
+            if wrapped is not value:
+                return wrapped
     return value
+
+
+def _field_annotation(full_key: str) -> Any:
+    namespace, name = split_key(full_key)
+    model = StackConfig.model_fields.get(namespace)
+    field = model.annotation.model_fields.get(name) if model is not None else None
+    return field.annotation if field is not None else None
 
 
 def load_from_engine(config: Mapping[str, str], secret_keys: list[str] | set[str], source: str) -> StackConfig:
     """Load and validate the config the Pulumi engine passes to a running program.
 
-    A key in ``secret_keys`` was set with ``--secret``: its string leaves become ConfigSecrets.
-    Anything else stays plaintext, so a plaintext value where a secret is expected is refused.
+    Under a key in ``secret_keys`` (set with ``--secret``) the strings the model types as secrets
+    become ConfigSecrets; a plaintext value where a secret is expected is refused.
     """
     items: dict[str, Any] = {}
     for key, value in config.items():
         parsed = _parse_engine_value(value)
-        items[key] = _wrap_secrets(parsed) if key in secret_keys else parsed
+        items[key] = _wrap_secrets(parsed, _field_annotation(key)) if key in secret_keys else parsed
     tree, problems = _raw_tree(items)
     if problems:
         raise ConfigError(source, problems)

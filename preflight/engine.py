@@ -7,13 +7,14 @@ RegisterResource request, options included (protect, retainOnDelete, dependencie
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import json
 import os
 import runpy
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.config import ConfigError, engine_view, load_from_file, read_stack_file
+from components.config import ConfigError, ConfigSecret, engine_view, load_from_file, read_stack_file
 from preflight.mocks import PlanMocks
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -154,27 +155,24 @@ def plan(stack: str, config_file: Path | str | None = None, project_dir: Path = 
     load_from_file(path)  # every config problem surfaces here, before the program runs
     items = read_stack_file(path)
     config, secret_keys = engine_view(items)
-    config_secrets = {value for key, value in config.items() if key in secret_keys}
-    # A fresh context per run: Pulumi keeps its settings and root stack in context variables.
-    result = contextvars.Context().run(_run_program, stack, config, secret_keys, project_dir)
+    if str(project_dir) not in sys.path:
+        sys.path.insert(0, str(project_dir))
+    main = project_dir / "__main__.py"
+    result = capture(stack, lambda: runpy.run_path(str(main), run_name="__main__"), config, secret_keys)
     result.source = path.name
-    result.secret_values |= config_secrets | _leaf_strings(items, secret_only=True)
+    result.secret_values |= _config_secrets(items)
     return result
 
 
-def _leaf_strings(items: Any, secret_only: bool) -> set[str]:
-    from components.config import ConfigSecret
-
-    found: set[str] = set()
-    if isinstance(items, ConfigSecret):
-        found.add(items.reveal())
-    elif isinstance(items, dict):
-        for value in items.values():
-            found |= _leaf_strings(value, secret_only)
-    elif isinstance(items, list):
-        for value in items:
-            found |= _leaf_strings(value, secret_only)
-    return found
+def _config_secrets(value: Any) -> set[str]:
+    """The plaintext of every `secure:` value in a stack file's config (offline stand-ins)."""
+    if isinstance(value, ConfigSecret):
+        return {value.reveal()}
+    if isinstance(value, dict):
+        return set().union(*(_config_secrets(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_config_secrets(v) for v in value))
+    return set()
 
 
 def _stack_outputs() -> dict[str, Any]:
@@ -188,21 +186,30 @@ def _stack_outputs() -> dict[str, Any]:
     return mask_secrets(json_format.MessageToDict(struct))
 
 
-def _run_program(stack: str, config: dict[str, str], secret_keys: list[str], project_dir: Path) -> Plan:
-    import asyncio
+def capture(
+    stack: str,
+    program: Callable[[], Any],
+    config: dict[str, str] | None = None,
+    secret_keys: list[str] | None = None,
+) -> Plan:
+    """Run ``program`` under the mock engine as stack ``stack`` and return what it registered.
 
+    Each call gets a fresh context and event loop: Pulumi keeps its settings, config and root
+    stack in context variables, so runs never see each other.
+    """
+    return contextvars.Context().run(_capture, stack, program, config or {}, secret_keys or [])
+
+
+def _capture(stack: str, program: Callable[[], Any], config: dict[str, str], secret_keys: list[str]) -> Plan:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     mocks = PlanMocks(stack, project_hint=config.get("gcp:project", "mock-project"))
     monitor = CapturingMonitor(mocks)
-    if str(project_dir) not in sys.path:
-        sys.path.insert(0, str(project_dir))
     try:
         with _engine_environment(config, secret_keys):
             pulumi.runtime.set_all_config(config, secret_keys)
             pulumi.runtime.set_mocks(mocks, project=PROJECT_NAME, stack=stack, preview=False, monitor=monitor)
-            main = project_dir / "__main__.py"
-            _sync_await(run_pulumi_func(lambda: runpy.run_path(str(main), run_name="__main__")))
+            _sync_await(run_pulumi_func(program))
             outputs = _stack_outputs()
     except pulumi.RunError as error:
         raise ProgramError(str(error)) from None

@@ -1,0 +1,169 @@
+"""`preflight plan`: both stacks end to end, isolated from each other, with no secret in sight."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, stack_document
+
+from preflight.cli import main
+from preflight.engine import Plan
+
+# Inputs that hold a physical name, per resource type.
+NAME_INPUTS = {
+    "gcp:serviceaccount/account:Account": "accountId",
+    "gcp:secretmanager/secret:Secret": "secretId",
+    "gcp:storage/bucket:Bucket": "name",
+}
+
+
+def _run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_plan_json_shows_the_security_layer(stack: str) -> None:
+    code, out, _ = _run_cli("plan", "--stack", stack, "--json")
+    assert code == 0
+    document = json.loads(out)
+    assert document["stack"] == stack and document["violations"] == []
+    resources = document["resources"]
+    assert set(resources[0]) == {
+        "urn",
+        "type",
+        "name",
+        "parent",
+        "inputs",
+        "protect",
+        "retain_on_delete",
+        "dependencies",
+    }
+    counts = Counter(r["type"] for r in resources)
+    assert counts["random:index/randomPassword:RandomPassword"] >= 4
+    assert counts["gcp:secretmanager/secretVersion:SecretVersion"] >= 4
+    assert counts["gcp:storage/bucket:Bucket"] >= 2
+    assert counts["gcp:serviceaccount/account:Account"] >= 4
+    secrets = {r["urn"]: r for r in resources if r["type"] == "gcp:secretmanager/secret:Secret"}
+    bindings = [r for r in resources if r["type"] == "gcp:secretmanager/secretIamMember:SecretIamMember"]
+    # Every secret has at least one accessor binding, and each binding hangs off its secret.
+    assert {b["parent"] for b in bindings} == set(secrets)
+    for resource in resources:
+        assert resource["urn"].startswith(f"urn:pulumi:{stack}::stagecraft::")
+
+
+def test_prod_resources_that_hold_data_are_protected(plans: dict[str, Plan]) -> None:
+    prod = plans["prod"]
+    for type_ in (
+        "gcp:storage/bucket:Bucket",
+        "gcp:secretmanager/secret:Secret",
+        "random:index/randomPassword:RandomPassword",
+    ):
+        assert all(r.protect for r in prod.by_type(type_)), type_
+    assert not any(r.protect for r in plans["staging"].resources)
+
+
+def test_staging_and_prod_share_no_physical_name(plans: dict[str, Plan]) -> None:
+    def names(plan: Plan) -> set[str]:
+        return {r.inputs[key] for type_, key in NAME_INPUTS.items() for r in plan.by_type(type_)}
+
+    staging, prod = names(plans["staging"]), names(plans["prod"])
+    assert len(staging) >= 12 and len(prod) >= 12
+    assert staging.isdisjoint(prod)
+
+
+def test_accessor_bindings_stay_inside_their_environment(plans: dict[str, Plan]) -> None:
+    for stack, plan in plans.items():
+        for binding in plan.by_type("gcp:secretmanager/secretIamMember:SecretIamMember"):
+            assert f"-{stack}-" in binding.inputs["member"]
+            assert binding.inputs["secretId"].rsplit("/", 1)[1].startswith(f"{stack}-")
+
+
+def test_mock_values_are_unique_per_stack_and_resource(plans: dict[str, Plan]) -> None:
+    staging, prod = plans["staging"].secret_values, plans["prod"].secret_values
+    assert len(staging) == len(plans["staging"].by_type("random:index/randomPassword:RandomPassword"))
+    assert staging.isdisjoint(prod)
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_no_secret_value_appears_in_any_output(
+    stack: str, plans: dict[str, Plan], write_stack: Callable[..., Path]
+) -> None:
+    # A provided config secret too, not only the generated ones.
+    document = stack_document(stack)
+    document["config"]["stagecraft:secrets"]["provided"] = {
+        "smtp-password": {"value": {"secure": "v1:c2FsdA==:Y2lwaGVy"}, "accessors": ["api"]}
+    }
+    path = write_stack(document, name=f"Pulumi.{stack}.yaml")
+    outputs = [_run_cli("plan", "--stack", stack, "--config-file", str(path), *flag) for flag in ((), ("--json",))]
+    from preflight.engine import plan
+
+    values = plan(stack, path).secret_values
+    assert len(values) >= 8
+    for code, out, err in outputs:
+        assert code == 0
+        for value in values:
+            assert value not in out and value not in err
+    assert '"secretDataWo": "[secret]"' in outputs[1][1]
+
+
+def _cli_subprocess(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "preflight", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("stack", "key", "value", "named"),
+    [
+        (
+            "staging",
+            "stagecraft:services",
+            {"postgres": {"image": "postgres:15.12", "memory_mb": "big", "cpus": 1}},
+            "stagecraft:services.postgres.memory_mb",
+        ),
+        (
+            "prod",
+            "stagecraft:storage",
+            {"location": "EU", "backup_retention_days": 30, "deep": {"typo": 1}},
+            "stagecraft:storage.deep",
+        ),
+        ("prod", "stagecraft:app", {"cors_origins": ["*"], "log_level": "info"}, "stagecraft:app.cors_origins"),
+    ],
+)
+def test_bad_config_exits_2_with_one_clean_message(
+    stack: str, key: str, value: Any, named: str, write_stack: Callable[..., Path]
+) -> None:
+    document = stack_document(stack)
+    document["config"][key] = value
+    path = write_stack(document, name=f"Pulumi.{stack}.yaml")
+    result = _cli_subprocess("plan", "--stack", stack, "--config-file", str(path), "--json")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert f"Pulumi.{stack}.yaml: {named}: " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_stack_file_exits_2() -> None:
+    result = _cli_subprocess("plan", "--stack", "nonexistent")
+    assert result.returncode == 2 and "Pulumi.nonexistent.yaml: file: not found" in result.stderr
+
+
+def test_usage_error_exits_2() -> None:
+    assert _cli_subprocess("plan").returncode == 2
+
+
+def test_readable_tree_marks_protected_resources() -> None:
+    code, out, _ = _run_cli("plan", "--stack", "prod")
+    assert code == 0
+    assert "stagecraft:platform:Platform  stagecraft" in out
+    assert "gcp:storage/bucket:Bucket  backups  [protect]" in out
