@@ -10,6 +10,7 @@ exists.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -42,6 +43,7 @@ GeneratedSecret = Literal[
     "grafana-admin-password",
     "api-secret-key",
     "jwt-signing-key",
+    "postgres-exporter-password",
 ]
 GENERATED_SECRETS: tuple[str, ...] = get_args(GeneratedSecret)
 PRIMITIVE_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
@@ -155,6 +157,8 @@ class ChromaService(Service):
 
 class TemporalService(Service):
     memory_mb: Annotated[int, Field(ge=256, le=65536)]
+    namespace: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")] = "default"
+    retention_days: Annotated[int, Field(ge=1, le=365)] = 3
 
 
 class AppService(Service):
@@ -162,10 +166,13 @@ class AppService(Service):
 
     port: Annotated[int, Field(ge=1024, le=65535)]
     health_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9/._-]*$")] = "/health"
+    # The healthcheck runs inside the image; name a tool it has. Default: curl on health_path.
+    health_command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
 
 
 class ApiService(AppService):
     memory_mb: Annotated[int, Field(ge=128, le=65536)]
+    metrics_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9/._-]*$")] = "/metrics"
     migrate_command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = [
         "alembic",
         "upgrade",
@@ -181,11 +188,15 @@ class Services(_Model):
     chroma: ChromaService
     temporal: TemporalService
     temporal_ui: Service
+    temporal_admin_tools: Service
     api: ApiService
     web: AppService
     proxy: Service
     prometheus: Service
     grafana: Service
+    postgres_exporter: Service
+    redis_exporter: Service
+    node_exporter: Service
 
 
 class Storage(_Model):
@@ -261,6 +272,77 @@ class Backup(_Model):
     schedule_utc: Annotated[str, Field(pattern=HOURS_MINUTES)] = "02:00"
 
 
+PrivateSubnet = Annotated[str, Field(pattern=r"^(10|172|192)\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}/(1[6-9]|2[0-8])$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Network(_Model):
+    """Docker network subnets (seed 003's segmentation); must not overlap the other stack's."""
+
+    edge: PrivateSubnet
+    app: PrivateSubnet
+    data: PrivateSubnet
+    monitoring: PrivateSubnet
+
+
+class SelfSignedTls(_Model):
+    """A pulumi-tls CA and certificate for the stack's domains (staging's default)."""
+
+    mode: Literal["self-signed"]
+    validity_days: Annotated[int, Field(ge=1, le=825)] = 90
+
+
+class ProvidedTls(_Model):
+    """A certificate and key the operator supplies as config secrets (prod)."""
+
+    mode: Literal["provided"]
+    certificate: ConfigSecret
+    private_key: ConfigSecret
+
+
+TLS_MODES = ("self-signed", "provided")
+
+
+class Proxy(_Model):
+    """The nginx reverse proxy: the only container that publishes ports in prod."""
+
+    bind_address: Annotated[str, Field(pattern=r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$")] = "0.0.0.0"
+    http_port: Port
+    https_port: Port
+    rate_limit_per_minute: Annotated[int, Field(ge=1, le=100000)] = 100
+    rate_limit_burst: Annotated[int, Field(ge=0, le=10000)] = 20
+    client_max_body_mb: Annotated[int, Field(ge=1, le=1024)] = 25
+    tls: Annotated[SelfSignedTls | ProvidedTls, Field(discriminator="mode")]
+
+
+class DebugPorts(_Model):
+    """Staging only: host ports on 127.0.0.1 for debugging (seed 000's port plan)."""
+
+    api: Port | None = None
+    web: Port | None = None
+    grafana: Port | None = None
+    temporal_ui: Port | None = None
+
+
+class AlertThresholds(_Model):
+    """Alert thresholds (seed 003), different per environment (seed 004)."""
+
+    p95_latency_ms: Annotated[int, Field(ge=10, le=60000)] = 2000
+    error_rate_percent: Annotated[float, Field(gt=0, le=100)] = 5.0
+    cpu_percent: Annotated[int, Field(ge=1, le=100)] = 80
+    memory_percent: Annotated[int, Field(ge=1, le=100)] = 90
+    disk_percent: Annotated[int, Field(ge=1, le=100)] = 85
+    down_minutes: Annotated[int, Field(ge=1, le=60)] = 3
+
+
+class Monitoring(_Model):
+    """Prometheus and Grafana settings."""
+
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 15
+    scrape_interval_s: Annotated[int, Field(ge=5, le=300)] = 15
+    alerts: AlertThresholds = AlertThresholds()
+
+
 class Stagecraft(_Model):
     """Everything under the ``stagecraft:`` namespace of a stack file."""
 
@@ -274,6 +356,10 @@ class Stagecraft(_Model):
     secrets: SecretSettings = SecretSettings()
     identity: Identity = Identity()
     backup: Backup = Backup()
+    network: Network
+    proxy: Proxy
+    debug_ports: DebugPorts = DebugPorts()
+    monitoring: Monitoring = Monitoring()
 
 
 class Gcp(_Model):
@@ -322,7 +408,10 @@ class ConfigError(Exception):
 def _key_path(loc: tuple[Any, ...]) -> str:
     if not loc:
         return "config"
-    namespace, *rest = (str(part) for part in loc if part != "[key]")
+    # "[key]" marks a dict key error; a tag marks which member of a tagged union failed.
+    parts = [str(part) for part in loc if part != "[key]"]
+    parts = [p for i, p in enumerate(parts) if not (i and parts[i - 1] == "tls" and p in TLS_MODES)]
+    namespace, *rest = parts
     return f"{namespace}:{'.'.join(rest)}" if rest else f"{namespace}:"
 
 
@@ -469,6 +558,14 @@ def environment_rules(config: StackConfig) -> Iterator[tuple[str, str]]:
     if len({sc.domains.web, sc.domains.api, sc.domains.grafana}) != 3:
         yield ("stagecraft:domains", "web, api and grafana must be three different names")
 
+    yield from _network_rules(sc)
+    ports = {"proxy.http_port": sc.proxy.http_port, "proxy.https_port": sc.proxy.https_port}
+    ports.update({f"debug_ports.{k}": v for k, v in sc.debug_ports.model_dump().items() if v is not None})
+    seen: dict[int, str] = {}
+    for key, port in ports.items():
+        if port in seen:
+            yield (f"stagecraft:{key}", f"port {port} is already used by stagecraft:{seen[port]}")
+        seen[port] = key
     if prod:
         if sc.app.log_level == "debug":
             yield ("stagecraft:app.log_level", "must not be debug in prod; allowed: info, warning, error")
@@ -487,6 +584,11 @@ def environment_rules(config: StackConfig) -> Iterator[tuple[str, str]]:
             yield ("stagecraft:storage.test_data_ttl_days", "must be unset in prod: prod holds no test data")
         if not sc.secrets.deletion_protection:
             yield ("stagecraft:secrets.deletion_protection", "must be true in prod")
+        for name, port in sc.debug_ports.model_dump().items():
+            if port is not None:
+                yield (f"stagecraft:debug_ports.{name}", "must be unset in prod: only the proxy publishes ports")
+        if sc.proxy.tls.mode != "provided":
+            yield ("stagecraft:proxy.tls.mode", "must be provided in prod (a real certificate, set as config secrets)")
         if sc.secrets.version_destroy_ttl_days is None:
             yield (
                 "stagecraft:secrets.version_destroy_ttl_days",
@@ -507,6 +609,23 @@ def environment_rules(config: StackConfig) -> Iterator[tuple[str, str]]:
                     f"stagecraft:identity.project_roles.{workload}.{index}",
                     f"primitive role {role} is not allowed; grant a predefined role on the resource instead",
                 )
+
+
+def _network_rules(sc: Stagecraft) -> Iterator[tuple[str, str]]:
+    subnets: dict[str, ipaddress.IPv4Network] = {}
+    for name, text in sc.network.model_dump().items():
+        try:
+            subnets[name] = ipaddress.IPv4Network(text, strict=True)
+        except ValueError as error:
+            yield (f"stagecraft:network.{name}", f"must be a network address in CIDR form ({error})")
+            continue
+        if not subnets[name].is_private:
+            yield (f"stagecraft:network.{name}", f"must be a private range (got {text!r})")
+    names = list(subnets)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            if subnets[first].overlaps(subnets[second]):
+                yield (f"stagecraft:network.{second}", f"overlaps stagecraft:network.{first}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,7 +729,7 @@ def _wrap_secrets(value: Any, annotation: Any) -> Any:
     if args and origin not in (dict, list, Literal):  # a union such as `Model | None`
         for arg in args:
             wrapped = _wrap_secrets(value, arg)
-            if wrapped is not value:
+            if _contains_secret(wrapped):
                 return wrapped
     return value
 

@@ -53,8 +53,8 @@ class Naming:
     def container(self, service: str) -> str:
         return _check(DOCKER_NAME, f"{self.prefix}-{service}", "container name")
 
-    def volume(self, service: str) -> str:
-        return _check(DOCKER_NAME, f"{self.prefix}-{service}-data", "volume name")
+    def volume(self, service: str, purpose: str = "data") -> str:
+        return _check(DOCKER_NAME, f"{self.prefix}-{service}-{purpose}", "volume name")
 
     def network(self, purpose: str) -> str:
         return _check(DOCKER_NAME, f"{self.prefix}-{purpose}", "network name")

@@ -89,6 +89,41 @@ def _iam_member(_mocks: PlanMocks, seed: str, _project: str, inputs: dict[str, A
     return f"{target}/{inputs['role']}/{inputs['member']}", {"etag": "BwY" + seed[:9]}
 
 
+def _pem(kind: str, seed: str) -> str:
+    body = hashlib.shake_256(f"{kind}{seed}".encode()).hexdigest(96)
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return f"-----BEGIN {kind}-----\n" + "\n".join(lines) + f"\n-----END {kind}-----\n"
+
+
+def _private_key(mocks: PlanMocks, seed: str, _project: str, _inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    key = _pem("PRIVATE KEY", seed)
+    mocks.secret_values.add(key)
+    return digest(seed, "id")[:40], {
+        "privateKeyPem": key,
+        "privateKeyOpenssh": key,
+        "privateKeyPemPkcs8": key,
+        "publicKeyPem": _pem("PUBLIC KEY", seed),
+    }
+
+
+def _certificate(_mocks: PlanMocks, seed: str, _project: str, _inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return str(int(seed[:24], 16)), {"certPem": _pem("CERTIFICATE", seed)}
+
+
+def _cert_request(_mocks: PlanMocks, seed: str, _project: str, _inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return digest(seed, "csr")[:40], {"certRequestPem": _pem("CERTIFICATE REQUEST", seed)}
+
+
+def _remote_image(_mocks: PlanMocks, seed: str, _project: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    image_id = f"sha256:{digest(seed, inputs['name'])}"
+    repository = inputs["name"].split("@")[0].rsplit(":", 1)[0]
+    return f"{image_id}{inputs['name']}", {"imageId": image_id, "repoDigest": f"{repository}@{image_id}"}
+
+
+def _docker_object(_mocks: PlanMocks, seed: str, _project: str, _inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return digest(seed, "docker")[:64], {}
+
+
 _HANDLERS = {
     "random:index/randomPassword:RandomPassword": _random_password,
     "gcp:serviceaccount/account:Account": _service_account,
@@ -98,4 +133,12 @@ _HANDLERS = {
     "gcp:secretmanager/secretIamMember:SecretIamMember": _iam_member,
     "gcp:storage/bucketIAMMember:BucketIAMMember": _iam_member,
     "gcp:projects/iAMMember:IAMMember": _iam_member,
+    "tls:index/privateKey:PrivateKey": _private_key,
+    "tls:index/selfSignedCert:SelfSignedCert": _certificate,
+    "tls:index/locallySignedCert:LocallySignedCert": _certificate,
+    "tls:index/certRequest:CertRequest": _cert_request,
+    "docker:index/remoteImage:RemoteImage": _remote_image,
+    "docker:index/container:Container": _docker_object,
+    "docker:index/network:Network": _docker_object,
+    "docker:index/volume:Volume": _docker_object,
 }

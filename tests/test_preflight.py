@@ -90,7 +90,9 @@ def test_accessor_bindings_stay_inside_their_environment(plans: dict[str, Plan])
 
 def test_mock_values_are_unique_per_stack_and_resource(plans: dict[str, Plan]) -> None:
     staging, prod = plans["staging"].secret_values, plans["prod"].secret_values
-    assert len(staging) == len(plans["staging"].by_type("random:index/randomPassword:RandomPassword"))
+    generated = plans["staging"].by_type("random:index/randomPassword:RandomPassword")
+    keys = plans["staging"].by_type("tls:index/privateKey:PrivateKey")
+    assert len(staging) == len(generated) + len(keys)
     assert staging.isdisjoint(prod)
 
 

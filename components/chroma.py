@@ -1,0 +1,80 @@
+"""ChromaDB 1.x: the vector store, reachable by the API only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from components.config import ChromaService
+from components.container import Attachment, ContainerArgs, HardenedContainer, config_path
+from components.naming import Naming
+from components.network import volume_labels
+
+PORT = 8000
+HEARTBEAT = "/api/v2/heartbeat"  # v1 paths answer 410 in Chroma 1.x
+
+
+def render_chroma_config(port: int = PORT, persist_path: str = "/data") -> str:
+    return "\n".join(
+        [
+            "# stagecraft: rendered, do not edit",
+            f"port: {port}",
+            'listen_address: "0.0.0.0"',
+            f'persist_path: "{persist_path}"',
+            "allow_reset: false",
+            "",
+        ]
+    )
+
+
+def heartbeat_check(port: int = PORT) -> list[str]:
+    """The image has no curl or wget: bash's /dev/tcp speaks HTTP/1.0 to the heartbeat."""
+    script = (
+        f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
+        f"printf 'GET {HEARTBEAT} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && "
+        "grep -q 'nanosecond heartbeat' <&3"
+    )
+    return ["CMD", "bash", "-c", script]
+
+
+@dataclass(frozen=True)
+class ChromaArgs:
+    naming: Naming
+    settings: ChromaService
+    data_network: docker.Network
+    protect: bool = False
+
+
+class Chroma(pulumi.ComponentResource):
+    """Creates ChromaDB. Chroma 1.x has no authentication of its own, so it joins only the
+    internal data network (shared with the API) and publishes no port in any environment."""
+
+    def __init__(self, name: str, args: ChromaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("stagecraft:chroma:Chroma", name, None, opts)
+        naming = args.naming
+        self.host = naming.container("chroma")
+        self.port = PORT
+        self.volume = docker.Volume(
+            "chroma-data",
+            name=naming.volume("chroma"),
+            labels=volume_labels(naming.labels(service="chroma")),
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
+        )
+        self.server = HardenedContainer(
+            "chroma",
+            ContainerArgs(
+                naming=naming,
+                service="chroma",
+                settings=args.settings,
+                networks=[Attachment(args.data_network, aliases=("chroma",))],
+                command=["run", config_path("chroma.yaml")],
+                config_files={"chroma.yaml": render_chroma_config()},
+                health_test=heartbeat_check(),
+                volumes={"/data": self.volume.name},
+                tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"host": self.host})

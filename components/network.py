@@ -1,0 +1,64 @@
+"""Docker networks of one environment, segmented as in seed 003."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from components.config import Network as NetworkSettings
+from components.naming import Naming
+
+# edge: the proxy's published side. app: proxy <-> api/web/grafana. data: databases, internal.
+# monitoring: Prometheus and what it scrapes, internal.
+INTERNAL = {"edge": False, "app": False, "data": True, "monitoring": True}
+
+
+def docker_labels(labels: dict[str, str]) -> list[docker.ContainerLabelArgs]:
+    return [docker.ContainerLabelArgs(label=key, value=value) for key, value in sorted(labels.items())]
+
+
+def volume_labels(labels: dict[str, str]) -> list[docker.VolumeLabelArgs]:
+    return [docker.VolumeLabelArgs(label=key, value=value) for key, value in sorted(labels.items())]
+
+
+def host_address(subnet: str, index: int) -> str:
+    """The ``index``-th address of a subnet, for containers that need a fixed address."""
+    return str(ipaddress.IPv4Network(subnet)[index])
+
+
+@dataclass(frozen=True)
+class NetworksArgs:
+    naming: Naming
+    settings: NetworkSettings
+
+
+class Networks(pulumi.ComponentResource):
+    """Creates the edge, app, data and monitoring networks with the environment's own
+    non-overlapping subnets, so staging and prod can share one Docker host. The data and
+    monitoring networks are internal: no route out, nothing published from them."""
+
+    networks: dict[str, docker.Network]
+
+    def __init__(self, name: str, args: NetworksArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("stagecraft:network:Networks", name, None, opts)
+        self.networks = {}
+        for purpose, internal in INTERNAL.items():
+            subnet = getattr(args.settings, purpose)
+            self.networks[purpose] = docker.Network(
+                purpose,
+                name=args.naming.network(purpose),
+                driver="bridge",
+                internal=internal,
+                attachable=False,
+                ipam_configs=[docker.NetworkIpamConfigArgs(subnet=subnet, gateway=host_address(subnet, 1))],
+                labels=[
+                    docker.NetworkLabelArgs(label=key, value=value)
+                    for key, value in sorted(args.naming.labels(network=purpose).items())
+                ],
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        self.names = {purpose: network.name for purpose, network in self.networks.items()}
+        self.register_outputs({"names": self.names})

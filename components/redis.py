@@ -1,0 +1,103 @@
+"""Redis 7: password required, memory-bounded, persistent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from components.config import RedisService
+from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, secret_path
+from components.naming import Naming
+from components.network import volume_labels
+
+PORT = 6379
+REDIS_UID = "999"  # the `redis` user of the official image
+
+
+def maxmemory_mb(memory_mb: int) -> int:
+    """Leave a quarter of the container limit for fork-on-save and buffers."""
+    return max(16, memory_mb * 3 // 4)
+
+
+def render_redis_conf(memory_mb: int, auth_file: str, data_dir: str = "/data", port: int = PORT) -> str:
+    """redis.conf; the password comes from ``auth_file`` (a `requirepass` line) via include."""
+    return "\n".join(
+        [
+            "# stagecraft: rendered, do not edit",
+            f"port {port}",
+            "bind * -::*",
+            "protected-mode yes",
+            f"include {auth_file}",
+            f"maxmemory {maxmemory_mb(memory_mb)}mb",
+            "maxmemory-policy allkeys-lru",
+            "appendonly yes",
+            "appendfsync everysec",
+            f"dir {data_dir}",
+            "save 900 1 300 10 60 10000",
+            "loglevel notice",
+            'logfile ""',
+            "enable-debug-command no",
+            "enable-module-command no",
+            "",
+        ]
+    )
+
+
+def render_auth_conf(password: str) -> str:
+    escaped = password.replace("\\", "\\\\").replace('"', '\\"')
+    return f'requirepass "{escaped}"\n'
+
+
+@dataclass(frozen=True)
+class RedisArgs:
+    naming: Naming
+    settings: RedisService
+    data_network: docker.Network
+    password: pulumi.Input[str]
+    protect: bool = False
+
+
+class Redis(pulumi.ComponentResource):
+    """Creates the Redis server: AUTH required (password from a file), `maxmemory` derived
+    from the container limit with `allkeys-lru`, append-only persistence on a named volume."""
+
+    def __init__(self, name: str, args: RedisArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("stagecraft:redis:Redis", name, None, opts)
+        naming = args.naming
+        self.host = naming.container("redis")
+        self.port = PORT
+        self.volume = docker.Volume(
+            "redis-data",
+            name=naming.volume("redis"),
+            labels=volume_labels(naming.labels(service="redis")),
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
+        )
+        self.server = HardenedContainer(
+            "redis",
+            ContainerArgs(
+                naming=naming,
+                service="redis",
+                settings=args.settings,
+                networks=[Attachment(args.data_network, aliases=("redis",))],
+                command=["redis-server", config_path("redis.conf")],
+                secret_files={
+                    "redis-auth.conf": pulumi.Output.from_input(args.password).apply(render_auth_conf),
+                    "redis-password": args.password,
+                },
+                config_files={"redis.conf": render_redis_conf(args.settings.memory_mb, secret_path("redis-auth.conf"))},
+                user=f"{REDIS_UID}:{REDIS_UID}",
+                file_owner=REDIS_UID,
+                # A bare `redis-cli ping` exits 0 on NOAUTH: authenticate and require PONG.
+                health_test=[
+                    "CMD-SHELL",
+                    f'REDISCLI_AUTH="$(cat {secret_path("redis-password")})" '
+                    f"redis-cli -h 127.0.0.1 -p {PORT} ping | grep -qx PONG",
+                ],
+                volumes={"/data": self.volume.name},
+                tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"host": self.host})

@@ -1,0 +1,54 @@
+"""The web front end."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from components.config import AppService, AppSettings
+from components.container import Attachment, ContainerArgs, HardenedContainer, app_environment, http_check
+from components.naming import Naming
+
+
+@dataclass(frozen=True)
+class WebArgs:
+    naming: Naming
+    settings: AppService
+    app: AppSettings
+    api_url: str
+    app_network: docker.Network
+    ports: Sequence[docker.ContainerPortArgs] = ()
+    depends_on: Sequence[pulumi.Resource] = ()
+
+
+class Web(pulumi.ComponentResource):
+    """Creates the web front-end container; it holds no secrets and talks to the API through
+    its public URL, so it joins only the app network."""
+
+    def __init__(self, name: str, args: WebArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("stagecraft:web:Web", name, None, opts)
+        self.host = args.naming.container("web")
+        self.port = args.settings.port
+        self.server = HardenedContainer(
+            "web",
+            ContainerArgs(
+                naming=args.naming,
+                service="web",
+                settings=args.settings,
+                networks=[Attachment(args.app_network, aliases=("web",))],
+                env={
+                    **app_environment(args.naming.environment, args.app),
+                    "PORT": str(args.settings.port),
+                    "API_URL": args.api_url,
+                },
+                tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
+                health_test=http_check(args.settings.port, args.settings.health_path, args.settings.health_command),
+                ports=args.ports,
+                depends_on=args.depends_on,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"host": self.host})
