@@ -330,9 +330,9 @@ class Monitoring(pulumi.ComponentResource):
             opts=child,
         )
 
-        rules_file = config_path("alerts.yml")
+        # Relative: Prometheus resolves rule files next to its config file.
         prometheus_config = render_prometheus_config(
-            args.targets, args.settings.scrape_interval_s, [rules_file], naming.environment
+            args.targets, args.settings.scrape_interval_s, ["alerts.yml"], naming.environment
         )
         self.prometheus_config = prometheus_config
         self.alert_rules = render_alert_rules(args.settings.alerts, args.process_limits, naming.environment)

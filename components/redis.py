@@ -45,6 +45,11 @@ def render_redis_conf(memory_mb: int, auth_file: str, data_dir: str = "/data", p
     )
 
 
+def auth_ping(password_file: str, port: int = PORT) -> str:
+    """Healthcheck: a bare `redis-cli ping` exits 0 on NOAUTH, so authenticate and require PONG."""
+    return f'REDISCLI_AUTH="$(cat {password_file})" redis-cli -h 127.0.0.1 -p {port} ping | grep -qx PONG'
+
+
 def render_auth_conf(password: str) -> str:
     escaped = password.replace("\\", "\\\\").replace('"', '\\"')
     return f'requirepass "{escaped}"\n'
@@ -89,12 +94,7 @@ class Redis(pulumi.ComponentResource):
                 config_files={"redis.conf": render_redis_conf(args.settings.memory_mb, secret_path("redis-auth.conf"))},
                 user=f"{REDIS_UID}:{REDIS_UID}",
                 file_owner=REDIS_UID,
-                # A bare `redis-cli ping` exits 0 on NOAUTH: authenticate and require PONG.
-                health_test=[
-                    "CMD-SHELL",
-                    f'REDISCLI_AUTH="$(cat {secret_path("redis-password")})" '
-                    f"redis-cli -h 127.0.0.1 -p {PORT} ping | grep -qx PONG",
-                ],
+                health_test=["CMD-SHELL", auth_ping(secret_path("redis-password"))],
                 volumes={"/data": self.volume.name},
                 tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
             ),

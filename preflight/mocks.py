@@ -115,7 +115,8 @@ def _cert_request(_mocks: PlanMocks, seed: str, _project: str, _inputs: dict[str
 
 
 def _remote_image(_mocks: PlanMocks, seed: str, _project: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    image_id = f"sha256:{digest(seed, inputs['name'])}"
+    # Like Docker: the same image reference gives the same image ID, whoever pulls it.
+    image_id = f"sha256:{digest('image', inputs['name'])}"
     repository = inputs["name"].split("@")[0].rsplit(":", 1)[0]
     return f"{image_id}{inputs['name']}", {"imageId": image_id, "repoDigest": f"{repository}@{image_id}"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -69,3 +70,41 @@ def run_mocked() -> Callable[[str, Callable[[], Any]], Plan]:
         return capture(stack, build)
 
     return run
+
+
+# --------------------------------------------------------------------------------------------
+# Real servers for the rendered-config tests: 127.0.0.1 only, free ports, stopped afterwards.
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def require_tool(path: str) -> str:
+    """The Debian program a test needs; `.ci/run` installs them all, so missing means skip locally."""
+    import shutil
+
+    found = shutil.which(path) or (path if Path(path).exists() else None)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing; scripts/setup installs it")
+        pytest.skip(f"{path} is not installed (run scripts/setup)")
+    return found
