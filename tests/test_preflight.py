@@ -169,3 +169,16 @@ def test_readable_tree_marks_protected_resources() -> None:
     assert code == 0
     assert "stagecraft:platform:Platform  stagecraft" in out
     assert "gcp:storage/bucket:Bucket  backups  [protect]" in out
+
+
+def test_a_failing_program_is_reported_not_hung() -> None:
+    import pulumi_random as random
+
+    from preflight.engine import ProgramError, capture
+
+    def program() -> None:
+        random.RandomPassword("before", length=16)
+        raise ValueError("boom")
+
+    with pytest.raises(ProgramError, match="ValueError: boom"):
+        capture("staging", program)
