@@ -134,6 +134,16 @@ class Platform(pulumi.ComponentResource):
             "object_prefixes": {purpose: list(prefixes) for purpose, prefixes in OBJECT_PREFIXES.items()},
             "secret_ids": self.secrets.secret_ids,
             "networks": self.networks.names,
+            "databases": {
+                "app": self.postgres.layout.app_database,
+                "temporal": self.postgres.layout.temporal_databases[0],
+                "temporal_visibility": self.postgres.layout.temporal_databases[1],
+            },
+            "database_users": {
+                "app": self.postgres.layout.app_user,
+                "temporal": self.postgres.layout.temporal_user,
+                "monitor": self.postgres.layout.monitor_user,
+            },
             "urls": {name: f"https://{domain}" for name, domain in sc.domains.model_dump().items()},
         }
         self.register_outputs(self.outputs)

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from components.config import ConfigError
-from preflight.engine import Plan, PlannedResource, ProgramError, plan
+from preflight.engine import Plan, PlannedResource, ProgramError, plan, stacks_in
+from preflight.isolation import compare
+from preflight.policy import PolicyPackError, policy_pack
 
 EXIT_OK = 0
 EXIT_VIOLATION = 1
@@ -32,6 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     plan_cmd.add_argument("--stack", required=True, help="stack name, e.g. staging or prod")
     plan_cmd.add_argument("--config-file", help="stack file to read instead of Pulumi.<stack>.yaml")
     plan_cmd.add_argument("--json", action="store_true", help="print one JSON object")
+    policy_cmd = commands.add_parser("policy", help="run the policy pack over a stack's plan")
+    policy_cmd.add_argument("--stack", required=True)
+    policy_cmd.add_argument("--config-file", help="stack file to read instead of Pulumi.<stack>.yaml")
+    policy_cmd.add_argument("--json", action="store_true")
+    isolation_cmd = commands.add_parser("isolation", help="prove two stacks share nothing")
+    isolation_cmd.add_argument("stacks", nargs=2, metavar="STACK")
+    isolation_cmd.add_argument("--json", action="store_true")
+    check_cmd = commands.add_parser("check", help="plan + policy for every stack, isolation for every pair")
+    check_cmd.add_argument("--json", action="store_true")
     return parser
 
 
@@ -67,6 +78,80 @@ def render_tree(result: Plan, out: TextIO) -> None:
         out.write(f"  {count:4d}  {type_}\n")
 
 
+def _mandatory(violations: Sequence[dict[str, Any]]) -> bool:
+    return any(v["enforcement"] == "mandatory" for v in violations)
+
+
+def render_violations(title: str, violations: Sequence[dict[str, Any]], out: TextIO) -> None:
+    mandatory = sum(v["enforcement"] == "mandatory" for v in violations)
+    out.write(f"{title}: {mandatory} mandatory, {len(violations) - mandatory} advisory\n")
+    for v in sorted(violations, key=lambda v: (v["enforcement"] != "mandatory", v["policy"], v["urn"])):
+        message = v["message"].splitlines()[-1]
+        out.write(f"  [{v['enforcement']}] {v['policy']}\n    {v['urn']}\n    {message}\n")
+        if v.get("other_urn"):
+            out.write(f"    other side: {v['other_urn']}\n")
+
+
+def _cmd_policy(args: argparse.Namespace, out: TextIO) -> int:
+    result = plan(args.stack, args.config_file)
+    with policy_pack() as analyzer:
+        violations = analyzer.violations(result)
+    if args.json:
+        json.dump(plan_json(result, violations), out, indent=2)
+        out.write("\n")
+    else:
+        render_violations(f"policy {result.stack}", violations, out)
+    return EXIT_VIOLATION if _mandatory(violations) else EXIT_OK
+
+
+def _isolation_json(left: str, right: str, violations: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {"stacks": [left, right], "violations": list(violations)}
+
+
+def _cmd_isolation(args: argparse.Namespace, out: TextIO) -> int:
+    left, right = (plan(stack) for stack in args.stacks)
+    violations = [finding.to_violation() for finding in compare(left, right)]
+    if args.json:
+        json.dump(_isolation_json(left.stack, right.stack, violations), out, indent=2)
+        out.write("\n")
+    else:
+        render_violations(f"isolation {left.stack} <-> {right.stack}", violations, out)
+    return EXIT_VIOLATION if violations else EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    stacks = stacks_in()
+    plans = {stack: plan(stack) for stack in stacks}
+    per_stack = []
+    failed = False
+    with policy_pack() as analyzer:
+        for stack, result in plans.items():
+            violations = analyzer.violations(result)
+            failed |= _mandatory(violations)
+            per_stack.append((result, violations))
+    pairs = []
+    for i, left in enumerate(stacks):
+        for right in stacks[i + 1 :]:
+            violations = [finding.to_violation() for finding in compare(plans[left], plans[right])]
+            failed |= bool(violations)
+            pairs.append((left, right, violations))
+    if args.json:
+        document = {
+            "stacks": [plan_json(result, violations) for result, violations in per_stack],
+            "isolation": [_isolation_json(left, right, violations) for left, right, violations in pairs],
+        }
+        json.dump(document, out, indent=2)
+        out.write("\n")
+    else:
+        for result, violations in per_stack:
+            out.write(f"plan {result.stack}: {len(result.resources)} resources\n")
+            render_violations(f"policy {result.stack}", violations, out)
+        for left, right, violations in pairs:
+            render_violations(f"isolation {left} <-> {right}", violations, out)
+        out.write("check: " + ("FAILED" if failed else "ok") + "\n")
+    return EXIT_VIOLATION if failed else EXIT_OK
+
+
 def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     result = plan(args.stack, args.config_file)
     if args.json:
@@ -81,11 +166,15 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     out = out or sys.stdout
     err = err or sys.stderr
     args = _parser().parse_args(argv)
+    commands = {"plan": _cmd_plan, "policy": _cmd_policy, "isolation": _cmd_isolation, "check": _cmd_check}
     try:
-        return _cmd_plan(args, out)
+        return commands[args.command](args, out)
     except ConfigError as error:
         err.write(f"{error}\n")
         return EXIT_USAGE
     except ProgramError as error:
         err.write(f"error: the program failed under the mock engine: {error}\n")
+        return EXIT_VIOLATION
+    except PolicyPackError as error:
+        err.write(f"error: {error}\n")
         return EXIT_VIOLATION

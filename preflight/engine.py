@@ -25,7 +25,14 @@ from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.config import ConfigError, ConfigSecret, engine_view, load_from_file, read_stack_file
+from components.config import (
+    ConfigError,
+    ConfigSecret,
+    StackConfig,
+    engine_view,
+    load_from_file,
+    read_stack_file,
+)
 from preflight.mocks import PlanMocks
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -79,6 +86,8 @@ class Plan:
     outputs: dict[str, Any]
     # Every fake secret value the mocks produced or the config held (for leak checks).
     secret_values: set[str] = field(repr=False, default_factory=set)
+    # The validated stack config the plan came from (None for bare component runs).
+    config: StackConfig | None = field(repr=False, default=None)
 
     def by_type(self, type_: str) -> list[PlannedResource]:
         return [r for r in self.resources if r.type == type_]
@@ -149,10 +158,15 @@ def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
     return project_dir / f"Pulumi.{stack}.yaml"
 
 
+def stacks_in(project_dir: Path = PROJECT_DIR) -> list[str]:
+    """Every stack with a `Pulumi.<stack>.yaml` in the project."""
+    return sorted(path.name[len("Pulumi.") : -len(".yaml")] for path in project_dir.glob("Pulumi.*.yaml"))
+
+
 def plan(stack: str, config_file: Path | str | None = None, project_dir: Path = PROJECT_DIR) -> Plan:
     """Validate the stack's config, then run the program under mocks; raise ConfigError first."""
     path = Path(config_file) if config_file else stack_file(stack, project_dir)
-    load_from_file(path)  # every config problem surfaces here, before the program runs
+    config_model = load_from_file(path)  # every config problem surfaces here, before the program runs
     items = read_stack_file(path)
     config, secret_keys = engine_view(items)
     if str(project_dir) not in sys.path:
@@ -160,6 +174,7 @@ def plan(stack: str, config_file: Path | str | None = None, project_dir: Path = 
     main = project_dir / "__main__.py"
     result = capture(stack, lambda: runpy.run_path(str(main), run_name="__main__"), config, secret_keys)
     result.source = path.name
+    result.config = config_model
     result.secret_values |= _config_secrets(items)
     return result
 

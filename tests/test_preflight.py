@@ -182,3 +182,74 @@ def test_a_failing_program_is_reported_not_hung() -> None:
 
     with pytest.raises(ProgramError, match="ValueError: boom"):
         capture("staging", program)
+
+
+def test_check_passes_on_the_repository() -> None:
+    code, out, err = _run_cli("check", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert {s["stack"] for s in document["stacks"]} == {"staging", "prod"}
+    for stack in document["stacks"]:
+        assert not [v for v in stack["violations"] if v["enforcement"] == "mandatory"]
+    assert document["isolation"] == [{"stacks": ["prod", "staging"], "violations": []}]
+
+
+def test_policy_reports_a_broken_plan_with_exit_1(write_stack: Callable[..., Path]) -> None:
+    # A staging stack file whose environment says prod: labels and IDs no longer match its URN.
+    document = stack_document("prod")
+    path = write_stack(document, name="Pulumi.staging.yaml")
+    code, out, _ = _run_cli("policy", "--stack", "staging", "--config-file", str(path), "--json")
+    assert code == 1
+    violations = json.loads(out)["violations"]
+    policies = {v["policy"] for v in violations if v["enforcement"] == "mandatory"}
+    assert {
+        "secret-environment-agrees",
+        "no-foreign-environment-labels",
+        "secret-accessor-same-environment",
+    } <= policies
+    assert all(v["urn"].startswith("urn:pulumi:staging::") for v in violations)
+    assert all(set(v) == {"policy", "enforcement", "urn", "message"} for v in violations)
+
+
+def test_a_copy_of_prod_is_caught_by_isolation(project_root: Path) -> None:
+    copy_file = project_root / "Pulumi.prodcopy.yaml"
+    copy_file.write_text((project_root / "Pulumi.prod.yaml").read_text())
+    try:
+        code, out, _ = _run_cli("isolation", "prod", "prodcopy", "--json")
+        human = _run_cli("isolation", "prod", "prodcopy")[1]
+    finally:
+        copy_file.unlink()
+    assert code == 1
+    violations = json.loads(out)["violations"]
+    kinds = {v["policy"] for v in violations}
+    expected = {
+        "domain",
+        "host-port",
+        "docker-name",
+        "bucket-name",
+        "secret-id",
+        "service-account-id",
+        "database-name",
+        "subnet",
+        "cross-stack-identity",
+        "cross-stack-secret",
+    }
+    assert {f"isolation-{kind}" for kind in expected} <= kinds
+    for violation in violations:
+        assert violation["enforcement"] == "mandatory"
+        sides = (violation["urn"], violation["other_urn"])
+        assert any("prod:" in side or "::prod::" in side or side.startswith("prod") for side in sides)
+        assert any("prodcopy" in side for side in sides)
+    assert "other side:" in human
+
+
+def test_isolation_between_staging_and_prod_is_clean() -> None:
+    code, out, _ = _run_cli("isolation", "staging", "prod", "--json")
+    assert code == 0 and json.loads(out)["violations"] == []
+
+
+def test_json_masks_secrets_in_policy_output(plans: dict[str, Plan]) -> None:
+    code, out, _ = _run_cli("policy", "--stack", "prod", "--json")
+    assert code == 0
+    for value in plans["prod"].secret_values:
+        assert value not in out
