@@ -125,7 +125,7 @@ def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     per_stack = []
     failed = False
     with policy_pack() as analyzer:
-        for stack, result in plans.items():
+        for result in plans.values():
             violations = analyzer.violations(result)
             failed |= _mandatory(violations)
             per_stack.append((result, violations))

@@ -136,7 +136,7 @@ def _cross_grants(granting: Plan, owner: Plan) -> Iterator[Finding]:
         if "iam" not in kind or not ("member" in kind or "binding" in kind):
             continue
         inputs = binding.inputs
-        members = [inputs.get("member")] + list(inputs.get("members") or [])
+        members = [inputs.get("member"), *(inputs.get("members") or [])]
         for member in filter(None, members):
             if member in identities:
                 yield Finding(
