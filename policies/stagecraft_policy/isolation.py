@@ -54,7 +54,10 @@ def no_foreign_environment_labels(args: Any, settings: Settings) -> Iterable[str
     env = stack_environment(args.urn, settings)
     label = labels_of(args.props).get("environment")
     if label is not None and env in ENVIRONMENTS and label != env:
-        yield f"label environment={label!r} on a resource of the {env!r} stack; labels must name the stack's own environment"
+        yield (
+            f"label environment={label!r} on a resource of the {env!r} stack; "
+            "labels must name the stack's own environment"
+        )
 
 
 def secret_version_own_environment(args: Any, settings: Settings) -> Iterable[str]:
@@ -77,7 +80,7 @@ def accessor_same_environment(args: Any, settings: Settings) -> Iterable[str]:
     for member in members:
         identity = str(member).split(":", 1)[-1].split("@", 1)[0]
         if not names_environment(identity, env) or any(names_environment(identity, o) for o in other_environments(env)):
-            yield f"secret accessor {member!r} is not a {env!r} identity; grant only this environment's service accounts"
+            yield f"secret accessor {member!r} is not a {env!r} identity; grant only this environment's accounts"
     secret_id = _secret_id(str(args.props.get("secretId", "")))
     if secret_id and not secret_id.startswith(f"{env}-"):
         yield f"accessor binding on secret {secret_id!r} from the {env!r} stack; bind only '{env}-' secrets"
