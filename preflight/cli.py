@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -17,7 +20,7 @@ from typing import Any, TextIO
 from components.config import ConfigError
 from preflight.engine import Plan, PlannedResource, ProgramError, plan, stacks_in
 from preflight.isolation import compare
-from preflight.policy import PolicyPackError, policy_pack
+from preflight.policy import PackProcess, PolicyPackError, connect, policy_pack
 
 EXIT_OK = 0
 EXIT_VIOLATION = 1
@@ -119,16 +122,28 @@ def _cmd_isolation(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_VIOLATION if violations else EXIT_OK
 
 
+def _plan_and_judge(stack: str, port: int) -> tuple[Plan, list[dict[str, Any]]]:
+    result = plan(stack)
+    with connect(port) as analyzer:
+        return result, analyzer.violations(result)
+
+
 def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     stacks = stacks_in()
-    plans = {stack: plan(stack) for stack in stacks}
-    per_stack = []
-    failed = False
-    with policy_pack() as analyzer:
-        for result in plans.values():
-            violations = analyzer.violations(result)
-            failed |= _mandatory(violations)
-            per_stack.append((result, violations))
+    # The pack boots while the stacks are planned, each stack in its own forked process (the
+    # SDKs are already imported), each judged by the one pack over gRPC.
+    pack = PackProcess()
+    try:
+        import components.platform  # noqa: F401 - load the provider modules once, before forking
+
+        port = pack.port
+        workers = max(1, min(len(stacks), os.cpu_count() or 1))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            per_stack = list(pool.map(_plan_and_judge, stacks, [port] * len(stacks)))
+    finally:
+        pack.stop()
+    plans = {result.stack: result for result, _ in per_stack}
+    failed = any(_mandatory(violations) for _, violations in per_stack)
     pairs = []
     for i, left in enumerate(stacks):
         for right in stacks[i + 1 :]:

@@ -94,31 +94,56 @@ class Analyzer:
         return found
 
 
+class PackProcess:
+    """The policy pack running as the CLI runs it: `python policies/__main__.py`, which prints the
+    port of its Analyzer server on stdout."""
+
+    def __init__(self, policy_dir: Path = POLICY_DIR) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(policy_dir / "__main__.py")],
+            cwd=policy_dir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            assert self.process.stdout is not None
+            line = self.process.stdout.readline().decode().strip()
+            if not line.isdigit():
+                self.process.wait(timeout=10)
+                error = self.process.stderr.read().decode().strip() if self.process.stderr else ""
+                raise PolicyPackError(f"the policy pack did not print its port: {line!r} {error}")
+            self._port = int(line)
+        return self._port
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@contextmanager
+def connect(port: int) -> Iterator[Analyzer]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        yield Analyzer(channel)
+    finally:
+        channel.close()
+
+
 @contextmanager
 def policy_pack(policy_dir: Path = POLICY_DIR) -> Iterator[Analyzer]:
     """Start the pack as the CLI does and yield a client; stop it afterwards."""
-    process = subprocess.Popen(
-        [sys.executable, str(policy_dir / "__main__.py")],
-        cwd=policy_dir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    pack = PackProcess(policy_dir)
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline().decode().strip()
-        if not line.isdigit():
-            error = process.stderr.read().decode() if process.poll() is not None and process.stderr else ""
-            raise PolicyPackError(f"the policy pack did not print its port: {line!r} {error.strip()}")
-        channel = grpc.insecure_channel(f"127.0.0.1:{line}")
-        grpc.channel_ready_future(channel).result(timeout=30)
-        try:
-            yield Analyzer(channel)
-        finally:
-            channel.close()
+        with connect(pack.port) as analyzer:
+            yield analyzer
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        pack.stop()
