@@ -144,8 +144,12 @@ class Platform(pulumi.ComponentResource):
                 "temporal": self.postgres.layout.temporal_user,
                 "monitor": self.postgres.layout.monitor_user,
             },
-            "urls": {name: f"https://{domain}" for name, domain in sc.domains.model_dump().items()},
+            "urls": {name: _https_url(domain, sc.proxy.https_port) for name, domain in sc.domains.model_dump().items()},
         }
+        ca_certificate = getattr(self.proxy, "ca_certificate", None)
+        if ca_certificate is not None:
+            # Public: lets smoke checks and browsers trust staging's self-signed certificate.
+            self.outputs["tls_ca_certificate"] = ca_certificate
         self.register_outputs(self.outputs)
 
     def _containers(self, config: StackConfig) -> None:
@@ -314,6 +318,10 @@ class Platform(pulumi.ComponentResource):
             ),
             opts=child,
         )
+
+
+def _https_url(domain: str, port: int) -> str:
+    return f"https://{domain}" if port == 443 else f"https://{domain}:{port}"
 
 
 def debug_port(host_port: int | None, container_port: int) -> list[docker.ContainerPortArgs]:
