@@ -8,9 +8,8 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import ChromaService
-from components.container import Attachment, ContainerArgs, HardenedContainer, config_path
+from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, data_volume
 from components.naming import Naming
-from components.network import volume_labels
 
 PORT = 8000
 HEARTBEAT = "/api/v2/heartbeat"  # v1 paths answer 410 in Chroma 1.x
@@ -56,12 +55,7 @@ class Chroma(pulumi.ComponentResource):
         naming = args.naming
         self.host = naming.container("chroma")
         self.port = PORT
-        self.volume = docker.Volume(
-            "chroma-data",
-            name=naming.volume("chroma"),
-            labels=volume_labels(naming.labels(service="chroma")),
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
-        )
+        self.volume = data_volume(naming, "chroma", args.protect, self)
         self.server = HardenedContainer(
             "chroma",
             ContainerArgs(

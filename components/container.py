@@ -69,6 +69,16 @@ def app_environment(environment: str, app: AppSettings) -> dict[str, str]:
     return env
 
 
+def data_volume(naming: Naming, service: str, protect: bool, parent: pulumi.Resource) -> docker.Volume:
+    """The named volume holding a stateful service's data; prod protects and retains it."""
+    return docker.Volume(
+        f"{service}-data",
+        name=naming.volume(service),
+        labels=volume_labels(naming.labels(service=service)),
+        opts=pulumi.ResourceOptions(parent=parent, protect=protect, retain_on_delete=protect),
+    )
+
+
 def _duration(seconds: int) -> str:
     return f"{seconds}s"
 

@@ -12,9 +12,8 @@ import yaml
 
 from components.config import AlertThresholds, Services
 from components.config import Monitoring as MonitoringSettings
-from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, secret_path
+from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, data_volume, secret_path
 from components.naming import Naming
-from components.network import volume_labels
 
 PROMETHEUS_PORT = 9090
 GRAFANA_PORT = 3000
@@ -336,12 +335,7 @@ class Monitoring(pulumi.ComponentResource):
         )
         self.prometheus_config = prometheus_config
         self.alert_rules = render_alert_rules(args.settings.alerts, args.process_limits, naming.environment)
-        self.prometheus_volume = docker.Volume(
-            "prometheus-data",
-            name=naming.volume("prometheus"),
-            labels=volume_labels(naming.labels(service="prometheus")),
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
-        )
+        self.prometheus_volume = data_volume(naming, "prometheus", args.protect, self)
         self.prometheus = HardenedContainer(
             "prometheus",
             ContainerArgs(
@@ -370,12 +364,7 @@ class Monitoring(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.grafana_volume = docker.Volume(
-            "grafana-data",
-            name=naming.volume("grafana"),
-            labels=volume_labels(naming.labels(service="grafana")),
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
-        )
+        self.grafana_volume = data_volume(naming, "grafana", args.protect, self)
         provisioning = "provisioning"
         self.grafana = HardenedContainer(
             "grafana",

@@ -9,9 +9,8 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import PostgresService
-from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, secret_path
+from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, data_volume, secret_path
 from components.naming import Naming
-from components.network import volume_labels
 
 PORT = 5432
 POSTGRES_UID = "999"  # the `postgres` user of the official image
@@ -143,12 +142,7 @@ class Postgres(pulumi.ComponentResource):
         self.layout = DatabaseLayout.for_naming(naming)
         self.host = naming.container("postgres")
         self.port = PORT
-        self.volume = docker.Volume(
-            "postgres-data",
-            name=naming.volume("postgres"),
-            labels=volume_labels(naming.labels(service="postgres")),
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
-        )
+        self.volume = data_volume(naming, "postgres", args.protect, self)
         network = [Attachment(args.data_network, aliases=("postgres",))]
         self.server = HardenedContainer(
             "postgres",

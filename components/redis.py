@@ -8,9 +8,8 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import RedisService
-from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, secret_path
+from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, data_volume, secret_path
 from components.naming import Naming
-from components.network import volume_labels
 
 PORT = 6379
 REDIS_UID = "999"  # the `redis` user of the official image
@@ -73,12 +72,7 @@ class Redis(pulumi.ComponentResource):
         naming = args.naming
         self.host = naming.container("redis")
         self.port = PORT
-        self.volume = docker.Volume(
-            "redis-data",
-            name=naming.volume("redis"),
-            labels=volume_labels(naming.labels(service="redis")),
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect),
-        )
+        self.volume = data_volume(naming, "redis", args.protect, self)
         self.server = HardenedContainer(
             "redis",
             ContainerArgs(
