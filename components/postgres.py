@@ -114,6 +114,25 @@ def render_init_sql(layout: DatabaseLayout, password_files: Mapping[str, str]) -
     return sql
 
 
+def init_command(host: str, port: int, sql_file: str, psql: str = "psql") -> list[str]:
+    """The init job: the script as the superuser, stopping at the first error."""
+    return [
+        psql,
+        "-h",
+        host,
+        "-p",
+        str(port),
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-f",
+        sql_file,
+    ]
+
+
 def render_pgpass(host: str, password: str) -> str:
     escaped = password.replace("\\", "\\\\").replace(":", "\\:")
     return f"{host}:{PORT}:*:postgres:{escaped}\n"
@@ -197,21 +216,7 @@ class Postgres(pulumi.ComponentResource):
                 service="postgres-init",
                 settings=args.settings,
                 networks=network,
-                command=[
-                    "psql",
-                    "-h",
-                    self.host,
-                    "-p",
-                    str(PORT),
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-f",
-                    config_path("init.sql"),
-                ],
+                command=init_command(self.host, PORT, config_path("init.sql")),
                 env={"PGPASSFILE": secret_path("pgpass"), "PGCONNECT_TIMEOUT": "10"},
                 secret_files={
                     "pgpass": pulumi.Output.from_input(args.superuser_password).apply(

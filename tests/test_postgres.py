@@ -15,7 +15,14 @@ import pytest
 from conftest import free_port, require_tool
 
 from components.naming import Naming
-from components.postgres import DatabaseLayout, postgres_tuning, render_init_sql, render_pgpass, server_command
+from components.postgres import (
+    DatabaseLayout,
+    init_command,
+    postgres_tuning,
+    render_init_sql,
+    render_pgpass,
+    server_command,
+)
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 SUPERUSER_PASSWORD = "super-Secret-1"
@@ -156,22 +163,9 @@ def postgres() -> Iterator[Server]:
 
 
 def _apply(server: Server) -> subprocess.CompletedProcess[str]:
+    """The init job's own command, pointed at the test server."""
     return subprocess.run(
-        [
-            str(BIN / "psql"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(server.port),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-            str(server.sql),
-        ],
+        init_command("127.0.0.1", server.port, str(server.sql), psql=str(BIN / "psql")),
         env={**server.env, "PGPASSWORD": SUPERUSER_PASSWORD},
         capture_output=True,
         text=True,
