@@ -62,12 +62,12 @@ class DatabaseLayout:
         )
 
 
-def _role(name: str, password_var: str, extra: str = "") -> str:
+def _role(name: str, password_var: str, connection_limit: int, createdb: bool = False) -> str:
     return (
         f"SELECT 'CREATE ROLE {name} LOGIN' WHERE NOT EXISTS "
         f"(SELECT FROM pg_roles WHERE rolname = '{name}') \\gexec\n"
-        f"ALTER ROLE {name} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS{extra} "
-        f"PASSWORD :'{password_var}';\n"
+        f"ALTER ROLE {name} WITH LOGIN NOSUPERUSER {'CREATEDB' if createdb else 'NOCREATEDB'} NOCREATEROLE "
+        f"NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {connection_limit} PASSWORD :'{password_var}';\n"
     )
 
 
@@ -95,9 +95,11 @@ def render_init_sql(layout: DatabaseLayout, password_files: Mapping[str, str]) -
     for key in ("app", "temporal", "monitor"):
         lines.append(f"\\set {key}_password `cat '{password_files[key]}'`")
     sql = "\n".join(lines) + "\n"
-    sql += _role(layout.app_user, "app_password", " CONNECTION LIMIT 200")
-    sql += _role(layout.temporal_user, "temporal_password", " CONNECTION LIMIT 200")
-    sql += _role(layout.monitor_user, "monitor_password", " CONNECTION LIMIT 5")
+    sql += _role(layout.app_user, "app_password", 200)
+    # temporal-sql-tool's `create` step needs CREATEDB even when the database exists (Postgres
+    # checks the privilege first); it still reaches only the databases it owns.
+    sql += _role(layout.temporal_user, "temporal_password", 200, createdb=True)
+    sql += _role(layout.monitor_user, "monitor_password", 5)
     sql += f"GRANT pg_monitor TO {layout.monitor_user};\n"
     sql += _database(layout.app_database, layout.app_user)
     for database in layout.temporal_databases:

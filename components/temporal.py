@@ -53,10 +53,11 @@ def render_server_entrypoint() -> str:
 
 
 def render_schema_script(host: str, user: str, databases: Sequence[str]) -> str:
-    """Create or upgrade both schemas; setup-schema and update-schema are safe to re-run.
+    """Create both databases, then set up or upgrade their schemas; every step is safe to re-run.
 
-    The databases themselves are created by the Postgres init job, which holds the superuser
-    password; so Temporal's role needs neither CREATEDB nor access to any other database.
+    The Postgres init job normally creates the databases first (and revokes everyone else's
+    access); ``create`` then finds them and does nothing. It connects to Temporal's own
+    database (``--defaultdb``), since the role may not connect to the maintenance database.
     """
     default, visibility = databases
     lines = [
@@ -65,6 +66,8 @@ def render_schema_script(host: str, user: str, databases: Sequence[str]) -> str:
         f'SQL_PASSWORD="$(cat {secret_path("temporal-db-password")})"',
         "export SQL_PASSWORD",
         f'tool() {{ temporal-sql-tool --plugin postgres12 --ep {host} -p 5432 -u {user} "$@"; }}',
+        f"tool --db {default} create --defaultdb {default}",
+        f"tool --db {visibility} create --defaultdb {default}",
         f"tool --db {default} setup-schema -v 0.0",
         f"tool --db {default} update-schema -d {SCHEMA_DIR}/temporal/versioned",
         f"tool --db {visibility} setup-schema -v 0.0",

@@ -201,6 +201,20 @@ def test_each_role_reaches_only_its_own_databases(postgres: Server) -> None:
     assert postgres.psql(layout.monitor_user, "postgres", "SELECT 1", PASSWORDS["monitor"]).returncode == 0
 
 
+def test_temporal_schema_jobs_create_step_finds_its_databases(postgres: Server) -> None:
+    """temporal-sql-tool `create` runs CREATE DATABASE from Temporal's own database and treats
+    "already exists" as done; without CREATEDB Postgres would refuse it before looking."""
+    assert _apply(postgres).returncode == 0
+    layout = postgres.layout
+    default_db = layout.temporal_databases[0]
+    for database in layout.temporal_databases:
+        result = postgres.psql(layout.temporal_user, default_db, f"CREATE DATABASE {database}", PASSWORDS["temporal"])
+        assert result.returncode != 0
+        assert f'database "{database}" already exists' in result.stderr, result.stderr
+    app = postgres.psql(layout.app_user, layout.app_database, "CREATE DATABASE sneaky", PASSWORDS["app"])
+    assert "permission denied to create database" in app.stderr, app.stderr
+
+
 def test_passwords_are_scram_and_wrong_ones_fail(postgres: Server) -> None:
     assert _apply(postgres).returncode == 0
     layout = postgres.layout

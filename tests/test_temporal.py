@@ -30,13 +30,15 @@ def test_scripts_are_valid_posix_shell(name: str) -> None:
     assert SCRIPTS[name].startswith("#!/bin/sh\nset -eu\n")
 
 
-def test_schema_job_sets_up_and_upgrades_both_databases() -> None:
+def test_schema_job_creates_sets_up_and_upgrades_both_databases() -> None:
     script = SCRIPTS["schema"]
     for database, schema in (
         ("acme_staging_temporal ", "temporal"),
         ("acme_staging_temporal_visibility ", "visibility"),
     ):
-        assert f"--db {database}setup-schema -v 0.0" in script
+        create = f"--db {database}create --defaultdb acme_staging_temporal"
+        assert create in script
+        assert script.index(create) < script.index(f"--db {database}setup-schema -v 0.0")
         assert f"--db {database}update-schema -d /etc/temporal/schema/postgresql/v12/{schema}/versioned" in script
     assert 'SQL_PASSWORD="$(cat /run/stagecraft/secrets/temporal-db-password)"' in script
 
