@@ -16,6 +16,7 @@ from components.container import (
     app_environment,
     http_check,
     secret_path,
+    tmpfs_options,
 )
 from components.naming import Naming
 
@@ -82,7 +83,7 @@ class Api(pulumi.ComponentResource):
             "METRICS_PATH": args.settings.metrics_path,
         }
         secret_files = {name: args.secrets[name] for name in API_SECRETS}
-        tmpfs = {"/tmp": "rw,noexec,nosuid,size=128m"}
+        tmpfs = {"/tmp": tmpfs_options(128)}
         self.migration = HardenedContainer(
             "api-migrate",
             ContainerArgs(

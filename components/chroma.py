@@ -8,7 +8,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import ChromaService
-from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, data_volume
+from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, data_volume, tmpfs_options
 from components.naming import Naming
 
 PORT = 8000
@@ -67,7 +67,7 @@ class Chroma(pulumi.ComponentResource):
                 config_files={"chroma.yaml": render_chroma_config()},
                 health_test=heartbeat_check(),
                 volumes={"/data": self.volume.name},
-                tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
+                tmpfs={"/tmp": tmpfs_options(64)},
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

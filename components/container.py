@@ -47,6 +47,19 @@ def checked_env(env: Mapping[str, str]) -> list[str]:
     return pairs
 
 
+def tmpfs_options(size_mb: int | None = None, owner: str | None = None, mode: str | None = None) -> str:
+    """Mount options for a tmpfs: writable scratch space that never runs a program or honours a
+    setuid bit, optionally capped in size and owned by the service's uid."""
+    options = ["rw", "noexec", "nosuid"]
+    if size_mb is not None:
+        options.append(f"size={size_mb}m")
+    if owner is not None:
+        options += [f"uid={owner}", f"gid={owner}"]
+    if mode is not None:
+        options.append(f"mode={mode}")
+    return ",".join(options)
+
+
 def http_check(port: int, path: str, command: Sequence[str] | None) -> list[str]:
     if command:
         return ["CMD", *command]

@@ -12,7 +12,15 @@ import yaml
 
 from components.config import AlertThresholds, Services
 from components.config import Monitoring as MonitoringSettings
-from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, data_volume, secret_path
+from components.container import (
+    Attachment,
+    ContainerArgs,
+    HardenedContainer,
+    config_path,
+    data_volume,
+    secret_path,
+    tmpfs_options,
+)
 from components.naming import Naming
 
 PROMETHEUS_PORT = 9090
@@ -254,7 +262,7 @@ class Monitoring(pulumi.ComponentResource):
         naming = args.naming
         services = args.services
         child = pulumi.ResourceOptions(parent=self)
-        tmp = {"/tmp": "rw,noexec,nosuid,size=16m"}
+        tmp = {"/tmp": tmpfs_options(16)}
 
         self.postgres_exporter = HardenedContainer(
             "postgres-exporter",

@@ -9,7 +9,15 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import PostgresService
-from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, data_volume, secret_path
+from components.container import (
+    Attachment,
+    ContainerArgs,
+    HardenedContainer,
+    config_path,
+    data_volume,
+    secret_path,
+    tmpfs_options,
+)
 from components.naming import Naming
 
 PORT = 5432
@@ -199,8 +207,8 @@ class Postgres(pulumi.ComponentResource):
                 ],
                 volumes={"/var/lib/postgresql/data": self.volume.name},
                 tmpfs={
-                    "/var/run/postgresql": f"rw,noexec,nosuid,uid={POSTGRES_UID},gid={POSTGRES_UID},mode=0775",
-                    "/tmp": "rw,noexec,nosuid,size=64m",
+                    "/var/run/postgresql": tmpfs_options(owner=POSTGRES_UID, mode="0775"),
+                    "/tmp": tmpfs_options(64),
                 },
                 shm_size_mb=max(64, args.settings.memory_mb // 4),
             ),
@@ -231,7 +239,7 @@ class Postgres(pulumi.ComponentResource):
                 config_files={"init.sql": render_init_sql(self.layout, password_files)},
                 user=f"{POSTGRES_UID}:{POSTGRES_UID}",
                 file_owner=POSTGRES_UID,
-                tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
+                tmpfs={"/tmp": tmpfs_options(16)},
                 one_shot=True,
                 depends_on=[self.server.container],
             ),

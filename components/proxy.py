@@ -10,7 +10,7 @@ import pulumi_docker as docker
 import pulumi_tls as tls
 
 from components.config import Domains, ProvidedTls, Proxy, SelfSignedTls, Service
-from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, secret_path
+from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, secret_path, tmpfs_options
 from components.naming import Naming
 
 HTTP_PORT = 8080  # inside the container; the host ports come from config
@@ -233,7 +233,7 @@ class ReverseProxy(pulumi.ComponentResource):
                 config_files={"nginx.conf": conf},
                 # The master reads the key as root, then runs workers as an unprivileged user.
                 cap_add=("CHOWN", "SETUID", "SETGID"),
-                tmpfs={"/tmp": "rw,noexec,nosuid,size=64m", "/var/cache/nginx": "rw,noexec,nosuid,size=64m"},
+                tmpfs={"/tmp": tmpfs_options(64), "/var/cache/nginx": tmpfs_options(64)},
                 health_test=["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{HEALTH_PORT}/healthz"],
                 ports=[
                     docker.ContainerPortArgs(internal=HTTP_PORT, external=args.proxy.http_port, ip=bind),

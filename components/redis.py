@@ -8,7 +8,15 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import RedisService
-from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, data_volume, secret_path
+from components.container import (
+    Attachment,
+    ContainerArgs,
+    HardenedContainer,
+    config_path,
+    data_volume,
+    secret_path,
+    tmpfs_options,
+)
 from components.naming import Naming
 
 PORT = 6379
@@ -90,7 +98,7 @@ class Redis(pulumi.ComponentResource):
                 file_owner=REDIS_UID,
                 health_test=["CMD-SHELL", auth_ping(secret_path("redis-password"))],
                 volumes={"/data": self.volume.name},
-                tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
+                tmpfs={"/tmp": tmpfs_options(16)},
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import Service, TemporalService
-from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, secret_path
+from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, secret_path, tmpfs_options
 from components.naming import Naming
 
 FRONTEND_PORT = 7233
@@ -137,7 +137,7 @@ class Temporal(pulumi.ComponentResource):
                 secret_files=password_file,
                 config_files={"schema.sh": render_schema_script(args.postgres_host, args.user, args.databases)},
                 executable_files=frozenset({"schema.sh"}),
-                tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
+                tmpfs={"/tmp": tmpfs_options(16)},
                 one_shot=True,
                 depends_on=args.depends_on,
             ),
@@ -176,7 +176,7 @@ class Temporal(pulumi.ComponentResource):
                 # The image renders its config file into /etc/temporal/config at start, so its
                 # root filesystem stays writable; everything else is as hardened as the rest.
                 read_only=False,
-                tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
+                tmpfs={"/tmp": tmpfs_options(64)},
                 health_test=[
                     "CMD-SHELL",
                     f"temporal operator cluster health --address 127.0.0.1:{FRONTEND_PORT} | grep -q SERVING",
@@ -199,7 +199,7 @@ class Temporal(pulumi.ComponentResource):
                     )
                 },
                 executable_files=frozenset({"namespace.sh"}),
-                tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
+                tmpfs={"/tmp": tmpfs_options(16)},
                 one_shot=True,
                 depends_on=[self.server.container],
             ),
@@ -220,7 +220,7 @@ class Temporal(pulumi.ComponentResource):
                 },
                 # The UI renders its config file at start; see the server above.
                 read_only=False,
-                tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
+                tmpfs={"/tmp": tmpfs_options(16)},
                 health_test=["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{UI_PORT}/healthz"],
                 ports=args.ui_ports,
                 depends_on=[self.namespace_job.container],

@@ -9,7 +9,14 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import AppService, AppSettings
-from components.container import Attachment, ContainerArgs, HardenedContainer, app_environment, http_check
+from components.container import (
+    Attachment,
+    ContainerArgs,
+    HardenedContainer,
+    app_environment,
+    http_check,
+    tmpfs_options,
+)
 from components.naming import Naming
 
 
@@ -44,7 +51,7 @@ class Web(pulumi.ComponentResource):
                     "PORT": str(args.settings.port),
                     "API_URL": args.api_url,
                 },
-                tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
+                tmpfs={"/tmp": tmpfs_options(64)},
                 health_test=http_check(args.settings.port, args.settings.health_path, args.settings.health_command),
                 ports=args.ports,
                 depends_on=args.depends_on,

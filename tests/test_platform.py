@@ -55,6 +55,18 @@ def test_every_service_container_is_hardened(
         assert labels["environment"] == configs[stack].environment and labels["managed-by"] == "pulumi"
 
 
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_scratch_space_never_runs_programs(stack: str, plans: dict[str, Plan]) -> None:
+    """Every container has a writable /tmp, and no tmpfs can hold an executable or a setuid file."""
+    for name, container in containers(plans[stack]).items():
+        if container.inputs.get("start") is False:
+            continue  # file carriers never run
+        tmpfs = container.inputs.get("tmpfs", {})
+        assert "/tmp" in tmpfs, name
+        for path, options in tmpfs.items():
+            assert {"rw", "noexec", "nosuid"} <= set(options.split(",")), f"{name}:{path} {options}"
+
+
 def test_healthchecks_test_real_readiness(plans: dict[str, Plan]) -> None:
     running = long_running(plans["staging"])
 
