@@ -60,6 +60,11 @@ def tmpfs_options(size_mb: int | None = None, owner: str | None = None, mode: st
     return ",".join(options)
 
 
+def wget_check(port: int, path: str) -> list[str]:
+    """Healthcheck for images that ship wget but no curl: an HTTP 2xx from the service itself."""
+    return ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"]
+
+
 def http_check(port: int, path: str, command: Sequence[str] | None) -> list[str]:
     if command:
         return ["CMD", *command]

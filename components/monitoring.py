@@ -20,6 +20,7 @@ from components.container import (
     data_volume,
     secret_path,
     tmpfs_options,
+    wget_check,
 )
 from components.naming import Naming
 
@@ -283,7 +284,7 @@ class Monitoring(pulumi.ComponentResource):
                 user=f"{NOBODY}:{NOBODY}",
                 file_owner=NOBODY,
                 tmpfs=tmp,
-                health_test=["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9187/metrics"],
+                health_test=wget_check(9187, "/metrics"),
                 depends_on=args.depends_on,
             ),
             opts=child,
@@ -311,7 +312,7 @@ class Monitoring(pulumi.ComponentResource):
                 user=f"{NOBODY}:{NOBODY}",
                 file_owner=NOBODY,
                 tmpfs=tmp,
-                health_test=["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9121/metrics"],
+                health_test=wget_check(9121, "/metrics"),
                 depends_on=args.depends_on,
             ),
             opts=child,
@@ -332,7 +333,7 @@ class Monitoring(pulumi.ComponentResource):
                 host_mounts={"/host": "/"},
                 user=f"{NOBODY}:{NOBODY}",
                 tmpfs=tmp,
-                health_test=["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9100/metrics"],
+                health_test=wget_check(9100, "/metrics"),
             ),
             opts=child,
         )
@@ -362,7 +363,7 @@ class Monitoring(pulumi.ComponentResource):
                 file_owner=NOBODY,
                 volumes={"/prometheus": self.prometheus_volume.name},
                 tmpfs=tmp,
-                health_test=["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready"],
+                health_test=wget_check(PROMETHEUS_PORT, "/-/ready"),
                 depends_on=[
                     self.postgres_exporter.container,
                     self.redis_exporter.container,
@@ -410,7 +411,7 @@ class Monitoring(pulumi.ComponentResource):
                 file_owner=GRAFANA_UID,
                 volumes={"/var/lib/grafana": self.grafana_volume.name},
                 tmpfs=tmp,
-                health_test=["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{GRAFANA_PORT}/api/health"],
+                health_test=wget_check(GRAFANA_PORT, "/api/health"),
                 ports=args.grafana_ports,
                 depends_on=[self.prometheus.container],
             ),

@@ -10,7 +10,15 @@ import pulumi_docker as docker
 import pulumi_tls as tls
 
 from components.config import Domains, ProvidedTls, Proxy, SelfSignedTls, Service
-from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, secret_path, tmpfs_options
+from components.container import (
+    Attachment,
+    ContainerArgs,
+    HardenedContainer,
+    config_path,
+    secret_path,
+    tmpfs_options,
+    wget_check,
+)
 from components.naming import Naming
 
 HTTP_PORT = 8080  # inside the container; the host ports come from config
@@ -234,7 +242,7 @@ class ReverseProxy(pulumi.ComponentResource):
                 # The master reads the key as root, then runs workers as an unprivileged user.
                 cap_add=("CHOWN", "SETUID", "SETGID"),
                 tmpfs={"/tmp": tmpfs_options(64), "/var/cache/nginx": tmpfs_options(64)},
-                health_test=["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{HEALTH_PORT}/healthz"],
+                health_test=wget_check(HEALTH_PORT, "/healthz"),
                 ports=[
                     docker.ContainerPortArgs(internal=HTTP_PORT, external=args.proxy.http_port, ip=bind),
                     docker.ContainerPortArgs(internal=HTTPS_PORT, external=args.proxy.https_port, ip=bind),

@@ -9,7 +9,15 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import Service, TemporalService
-from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, secret_path, tmpfs_options
+from components.container import (
+    Attachment,
+    ContainerArgs,
+    HardenedContainer,
+    config_path,
+    secret_path,
+    tmpfs_options,
+    wget_check,
+)
 from components.naming import Naming
 
 FRONTEND_PORT = 7233
@@ -221,7 +229,7 @@ class Temporal(pulumi.ComponentResource):
                 # The UI renders its config file at start; see the server above.
                 read_only=False,
                 tmpfs={"/tmp": tmpfs_options(16)},
-                health_test=["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{UI_PORT}/healthz"],
+                health_test=wget_check(UI_PORT, "/healthz"),
                 ports=args.ui_ports,
                 depends_on=[self.namespace_job.container],
             ),
