@@ -110,12 +110,32 @@ def mask_secrets(value: Any) -> Any:
     return value
 
 
+ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
+
+
+def engine_urn(stack: str, project: str, parent_urn: str, type_: str, name: str) -> str:
+    """A URN as the Pulumi engine builds it: the type is qualified by the parent's whole type
+    chain (not only the parent's own type, as the SDK's mock monitor does), and the root stack
+    resource is left out of the chain."""
+    if parent_urn:
+        parent_type = parent_urn.split("::")[2]
+        if parent_type != ROOT_STACK_TYPE:
+            type_ = f"{parent_type}${type_}"
+    return f"urn:pulumi:{stack}::{project}::{type_}::{name}"
+
+
 class CapturingMonitor(MockMonitor):
-    """The mock monitor, also keeping each registration's inputs and options."""
+    """The mock monitor, also keeping each registration's inputs and options, and naming
+    resources with the engine's URNs (what the policy pack and `pulumi stack` would see)."""
 
     def __init__(self, mocks: PlanMocks) -> None:
         super().__init__(mocks)
         self.captured: list[PlannedResource] = []
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        from pulumi.runtime.settings import get_project, get_stack
+
+        return engine_urn(get_stack(), get_project(), parent, type_, name)
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)

@@ -253,3 +253,15 @@ def test_json_masks_secrets_in_policy_output(plans: dict[str, Plan]) -> None:
     assert code == 0
     for value in plans["prod"].secret_values:
         assert value not in out
+
+
+def test_urns_carry_the_whole_parent_type_chain(plans: dict[str, Plan]) -> None:
+    """The engine qualifies a type by every ancestor's type (the root stack left out); the policy
+    pack and `pulumi stack` see these URNs, so preflight must produce the same ones."""
+    volumes = {r.name: r.urn for r in plans["prod"].by_type("docker:index/volume:Volume")}
+    assert volumes["postgres-data"] == (
+        "urn:pulumi:prod::stagecraft::stagecraft:platform:Platform$stagecraft:postgres:Postgres"
+        "$docker:index/volume:Volume::postgres-data"
+    )
+    platform = next(r for r in plans["prod"].resources if r.type == "stagecraft:platform:Platform")
+    assert platform.urn == "urn:pulumi:prod::stagecraft::stagecraft:platform:Platform::stagecraft"
