@@ -2,8 +2,8 @@
 
 import pulumi
 
+from components.composition.platform import Platform, PlatformArgs
 from components.config import ConfigError, load_for_current_stack
-from components.platform import Platform, PlatformArgs
 
 try:
     config = load_for_current_stack()

@@ -134,7 +134,7 @@ def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     # SDKs are already imported), each judged by the one pack over gRPC.
     pack = PackProcess()
     try:
-        import components.platform  # noqa: F401 - load the provider modules once, before forking
+        import components.composition.platform  # noqa: F401 - load the provider modules once, before forking
 
         port = pack.port
         workers = max(1, min(len(stacks), os.cpu_count() or 1))

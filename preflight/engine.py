@@ -33,6 +33,7 @@ from components.config import (
     load_from_file,
     read_stack_file,
 )
+from preflight.aliases import AliasSpec, Registration, candidates, resolve
 from preflight.mocks import PlanMocks
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -64,6 +65,11 @@ class PlannedResource:
     custom: bool
     # The same inputs with secret envelopes kept, for the policy pack; never printed.
     raw_inputs: dict[str, Any] = field(repr=False, default_factory=dict)
+    # Old URNs this resource answers to (its aliases, as the engine collapses them).
+    aliases: list[str] = field(default_factory=list)
+    alias_specs: list[AliasSpec] = field(repr=False, default_factory=list)
+    # Position in registration order (parents register before their children).
+    order: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +81,7 @@ class PlannedResource:
             "protect": self.protect,
             "retain_on_delete": self.retain_on_delete,
             "dependencies": self.dependencies,
+            "aliases": self.aliases,
         }
 
 
@@ -91,6 +98,14 @@ class Plan:
 
     def by_type(self, type_: str) -> list[PlannedResource]:
         return [r for r in self.resources if r.type == type_]
+
+    def moves_from(self, previous: set[str]) -> dict[str, str]:
+        """{new URN: old URN} for each resource that takes over a URN of ``previous`` (a stack's
+        earlier state) through an alias, as ``pulumi up`` would resolve them."""
+        registrations = [
+            Registration(r.urn, r.parent, r.alias_specs) for r in sorted(self.resources, key=lambda r: r.order)
+        ]
+        return resolve(registrations, previous, self.stack, PROJECT_NAME)
 
 
 def mask_secrets(value: Any) -> Any:
@@ -141,6 +156,8 @@ class CapturingMonitor(MockMonitor):
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             raw = json_format.MessageToDict(request.object)
+            specs = [AliasSpec.from_request(alias) for alias in request.aliases]
+            specs += [AliasSpec(urn=urn) for urn in request.aliasURNs]
             self.captured.append(
                 PlannedResource(
                     urn=response.urn,
@@ -153,6 +170,8 @@ class CapturingMonitor(MockMonitor):
                     dependencies=sorted(set(request.dependencies)),
                     custom=bool(request.custom),
                     raw_inputs=raw,
+                    alias_specs=specs,
+                    order=len(self.captured),
                 )
             )
         return response
@@ -255,6 +274,9 @@ def _capture(stack: str, program: Callable[[], Any], config: dict[str, str], sec
     finally:
         loop.close()
         asyncio.set_event_loop(None)
+    registrations = [Registration(r.urn, r.parent, r.alias_specs) for r in monitor.captured]
+    for resource, aliases in zip(monitor.captured, candidates(registrations, stack, PROJECT_NAME), strict=True):
+        resource.aliases = aliases
     return Plan(
         stack=stack,
         source="",

@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from components.composition.platform import naming_for  # noqa: E402
 from components.config import StackConfig, load_from_file  # noqa: E402
 from components.naming import Naming  # noqa: E402
-from components.platform import naming_for  # noqa: E402
 from preflight.engine import Plan, capture, plan  # noqa: E402
 
 STACKS = ("staging", "prod")
@@ -108,3 +108,23 @@ def require_tool(path: str) -> str:
             pytest.fail(f"{path} is missing; scripts/setup installs it")
         pytest.skip(f"{path} is not installed (run scripts/setup)")
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# Finding resources by what they are, not by their logical names.
+
+
+def service_containers(plan: Plan) -> dict[str, Any]:
+    """Docker containers keyed by the service they run (their `service` label); a files
+    carrier is `<service>-files`."""
+    found = {}
+    for container in plan.by_type("docker:index/container:Container"):
+        labels = {label["label"]: label["value"] for label in container.inputs.get("labels", [])}
+        key = labels["service"] + ("-files" if labels.get("role") == "files-carrier" else "")
+        found[key] = container
+    return found
+
+
+def labelled(plan: Plan, type_: str, label: str) -> dict[str, Any]:
+    """Resources of a type keyed by one of their (GCP) labels, e.g. buckets by `purpose`."""
+    return {r.inputs["labels"][label]: r for r in plan.by_type(type_)}

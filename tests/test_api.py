@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from components.config import AppSettings
-from components.container import app_environment, http_check
+from components.containers.environment import app_environment
+from components.containers.healthchecks import http_check
 
 
 def test_debug_endpoints_can_never_be_enabled_in_prod() -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from components.chroma import HEARTBEAT, heartbeat_check, render_chroma_config
+from components.services.chroma import HEARTBEAT, heartbeat_check, render_chroma_config
 
 
 def test_config_persists_to_data_and_forbids_reset() -> None:

@@ -9,15 +9,10 @@ import pulumi
 import pytest
 
 from components.config import Network, Service
-from components.container import (
-    Attachment,
-    ContainerArgs,
-    HardenedContainer,
-    UnsafeEnvironmentError,
-    checked_env,
-)
+from components.containers.container import Attachment, ContainerArgs, HardenedContainer
+from components.containers.environment import UnsafeEnvironmentError, checked_env
+from components.containers.network import Networks, NetworksArgs
 from components.naming import Naming
-from components.network import Networks, NetworksArgs
 from preflight.engine import Plan
 
 NAMING = Naming(app="acme", environment="staging", stack="staging", project="p-1234")
@@ -105,7 +100,7 @@ def test_one_shot_jobs_run_to_completion(run_mocked: Callable[..., Plan]) -> Non
 
 def test_networks_are_segmented(run_mocked: Callable[..., Plan]) -> None:
     plan = run_mocked("staging", lambda: Networks("networks", NetworksArgs(naming=NAMING, settings=SUBNETS)))
-    networks = {n.name: n.inputs for n in plan.by_type("docker:index/network:Network")}
+    networks = {n.name.removeprefix("networks-"): n.inputs for n in plan.by_type("docker:index/network:Network")}
     assert {name: n["internal"] for name, n in networks.items()} == {
         "edge": False,
         "app": False,

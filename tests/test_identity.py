@@ -7,18 +7,19 @@ from typing import Any
 
 import pytest
 
+from components.cloud.iam import GrantError, checked_member, checked_role
+from components.cloud.identity import Identities, IdentitiesArgs
 from components.config import WORKLOADS
-from components.identity import GrantError, Identities, IdentitiesArgs, checked_member, checked_role
 from components.naming import Naming
 from preflight.engine import Plan
 
 NAMING = Naming(app="acme", environment="staging", stack="staging", project="acme-staging-1")
 
 
-def _identities(project_roles: dict[str, list[str]] | None = None) -> Callable[[], Any]:
+def _identities(iam: dict[str, list[str]] | None = None) -> Callable[[], Any]:
     return lambda: Identities(
         "identities",
-        IdentitiesArgs(naming=NAMING, project="acme-staging-1", workloads=WORKLOADS, project_roles=project_roles or {}),
+        IdentitiesArgs(naming=NAMING, project="acme-staging-1", workloads=WORKLOADS, iam=iam or {}),
     )
 
 
@@ -31,7 +32,8 @@ def test_one_account_per_workload(run_mocked: Callable[..., Plan]) -> None:
 
 
 def test_project_roles_are_only_the_project_scoped_writers(run_mocked: Callable[..., Plan]) -> None:
-    plan = run_mocked("staging", _identities({"api": ["roles/cloudtrace.agent"]}))
+    iam = {"roles/monitoring.metricWriter": ["monitoring"], "roles/cloudtrace.agent": ["api"]}
+    plan = run_mocked("staging", _identities(iam))
     roles = {
         (m.inputs["member"].split(":")[1].split("@")[0], m.inputs["role"])
         for m in plan.by_type("gcp:projects/iAMMember:IAMMember")
@@ -46,7 +48,7 @@ def test_primitive_roles_are_refused(role: str, run_mocked: Callable[..., Plan])
     with pytest.raises(GrantError):
         checked_role(role)
     with pytest.raises(Exception, match="primitive role"):
-        run_mocked("staging", _identities({"api": [role]}))
+        run_mocked("staging", _identities({role: ["api"]}))
 
 
 @pytest.mark.parametrize("member", ["allUsers", "allAuthenticatedUsers"])

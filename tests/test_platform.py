@@ -6,10 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
+from conftest import require_tool, service_containers
 
 from components.config import StackConfig
-from components.container import SECRET_NAME
+from components.containers.environment import SECRET_NAME
 from preflight.engine import Plan, PlannedResource
 
 CONTAINER = "docker:index/container:Container"
@@ -19,7 +19,7 @@ WRITABLE_ROOT = {"temporal", "temporal-ui"}  # their images render config at sta
 
 
 def containers(plan: Plan) -> dict[str, PlannedResource]:
-    return {r.name: r for r in plan.by_type(CONTAINER)}
+    return service_containers(plan)
 
 
 def long_running(plan: Plan) -> dict[str, PlannedResource]:
@@ -33,11 +33,12 @@ def test_every_service_container_is_hardened(
     plan, services = plans[stack], configs[stack].stagecraft.services
     running = long_running(plan)
     assert set(SERVICES) <= set(running)
-    images = {r.name: r.inputs["name"] for r in plan.by_type("docker:index/remoteImage:RemoteImage")}
+    # Each hardened container pulls its own RemoteImage, a sibling of the container.
+    images = {r.parent: r.inputs["name"] for r in plan.by_type("docker:index/remoteImage:RemoteImage")}
     for name in SERVICES:
         inputs = running[name].inputs
         settings = getattr(services, CONFIG_KEY.get(name, name))
-        assert images[name] == settings.image  # pinned, per stack, through RemoteImage
+        assert images[running[name].parent] == settings.image  # pinned, per stack, through RemoteImage
         assert inputs["memory"] == settings.memory_mb and inputs["memorySwap"] == settings.memory_mb
         assert float(inputs["cpus"]) == settings.cpus
         check = inputs["healthcheck"]
@@ -139,15 +140,15 @@ def test_stacks_can_share_one_docker_host(plans: dict[str, Plan], configs: dict[
 
 
 def test_only_the_proxy_publishes_ports_in_prod(plans: dict[str, Plan]) -> None:
-    published = {c.name for c in plans["prod"].by_type(CONTAINER) if c.inputs.get("ports")}
+    published = {name for name, c in containers(plans["prod"]).items() if c.inputs.get("ports")}
     assert published == {"proxy"}
 
 
 def test_staging_debug_ports_are_loopback_only(plans: dict[str, Plan]) -> None:
-    for container in plans["staging"].by_type(CONTAINER):
+    for name, container in containers(plans["staging"]).items():
         for port in container.inputs.get("ports", []):
-            if container.name != "proxy":
-                assert port["ip"] == "127.0.0.1", container.name
+            if name != "proxy":
+                assert port["ip"] == "127.0.0.1", name
     assert "ports" not in containers(plans["staging"])["chroma"].inputs
 
 
@@ -166,7 +167,13 @@ def test_network_segmentation(plans: dict[str, Plan]) -> None:
 
 def test_prod_volumes_are_protected_and_retained(plans: dict[str, Plan]) -> None:
     data = [v for v in plans["prod"].by_type("docker:index/volume:Volume") if v.inputs["name"].endswith("-data")]
-    assert {v.name for v in data} >= {"postgres-data", "redis-data", "chroma-data", "prometheus-data", "grafana-data"}
+    assert {v.inputs["name"].removeprefix("acme-prod-") for v in data} >= {
+        "postgres-data",
+        "redis-data",
+        "chroma-data",
+        "prometheus-data",
+        "grafana-data",
+    }
     assert all(v.protect and v.retain_on_delete for v in data)
     staging = [v for v in plans["staging"].by_type("docker:index/volume:Volume")]
     assert not any(v.protect for v in staging)

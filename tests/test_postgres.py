@@ -15,7 +15,7 @@ import pytest
 from conftest import free_port, require_tool
 
 from components.naming import Naming
-from components.postgres import (
+from components.services.postgres import (
     DatabaseLayout,
     init_command,
     postgres_tuning,

@@ -47,6 +47,7 @@ def test_plan_json_shows_the_security_layer(stack: str) -> None:
         "protect",
         "retain_on_delete",
         "dependencies",
+        "aliases",
     }
     counts = Counter(r["type"] for r in resources)
     assert counts["random:index/randomPassword:RandomPassword"] >= 4
@@ -168,7 +169,7 @@ def test_readable_tree_marks_protected_resources() -> None:
     code, out, _ = _run_cli("plan", "--stack", "prod")
     assert code == 0
     assert "stagecraft:platform:Platform  stagecraft" in out
-    assert "gcp:storage/bucket:Bucket  backups  [protect]" in out
+    assert "gcp:storage/bucket:Bucket  stagecraft-security-storage-backups  [protect]" in out
 
 
 def test_a_failing_program_is_reported_not_hung() -> None:
@@ -258,10 +259,10 @@ def test_json_masks_secrets_in_policy_output(plans: dict[str, Plan]) -> None:
 def test_urns_carry_the_whole_parent_type_chain(plans: dict[str, Plan]) -> None:
     """The engine qualifies a type by every ancestor's type (the root stack left out); the policy
     pack and `pulumi stack` see these URNs, so preflight must produce the same ones."""
-    volumes = {r.name: r.urn for r in plans["prod"].by_type("docker:index/volume:Volume")}
-    assert volumes["postgres-data"] == (
-        "urn:pulumi:prod::stagecraft::stagecraft:platform:Platform$stagecraft:postgres:Postgres"
-        "$docker:index/volume:Volume::postgres-data"
+    volumes = {r.inputs["name"]: r.urn for r in plans["prod"].by_type("docker:index/volume:Volume")}
+    assert volumes["acme-prod-postgres-data"] == (
+        "urn:pulumi:prod::stagecraft::stagecraft:platform:Platform$stagecraft:application:ApplicationLayer"
+        "$stagecraft:postgres:Postgres$docker:index/volume:Volume::stagecraft-application-postgres-data"
     )
     platform = next(r for r in plans["prod"].resources if r.type == "stagecraft:platform:Platform")
     assert platform.urn == "urn:pulumi:prod::stagecraft::stagecraft:platform:Platform::stagecraft"

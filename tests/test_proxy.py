@@ -19,7 +19,7 @@ import pytest
 from conftest import free_port, require_tool, wait_for_port
 
 from components.config import Domains, StackConfig
-from components.proxy import SECURITY_HEADERS, NginxSettings, Upstreams, render_nginx_conf
+from components.services.proxy import SECURITY_HEADERS, NginxSettings, Upstreams, render_nginx_conf
 
 DOMAINS = Domains(
     web="staging.acme.example.com", api="api-staging.acme.example.com", grafana="grafana-staging.acme.example.com"

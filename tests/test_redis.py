@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port, require_tool, wait_for_port
 
-from components.redis import auth_ping, maxmemory_mb, render_auth_conf, render_redis_conf
+from components.services.redis import auth_ping, maxmemory_mb, render_auth_conf, render_redis_conf
 
 PASSWORD = "r3dis-Pass#word!%"
 

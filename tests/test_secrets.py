@@ -6,10 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pulumi
+from conftest import labelled
 
+from components.cloud.secrets import Secrets, SecretsArgs, SecretSpec
 from components.config import ConfigSecret, SecretSettings
 from components.naming import Naming
-from components.secrets import Secrets, SecretsArgs, SecretSpec
 from preflight.engine import Plan
 
 MEMBERS = {w: f"serviceAccount:acme-{{env}}-{w}@p.iam.gserviceaccount.com" for w in ("api", "backup", "temporal")}
@@ -26,12 +27,16 @@ def _secrets(env: str, settings: SecretSettings, specs: list[SecretSpec], protec
     )
 
 
-SPECS = [SecretSpec("app-db-password", ("api",)), SecretSpec("postgres-superuser-password", ("backup",))]
+ACCESSOR = "roles/secretmanager.secretAccessor"
+SPECS = [
+    SecretSpec("app-db-password", {ACCESSOR: ("api",)}),
+    SecretSpec("postgres-superuser-password", {ACCESSOR: ("backup",)}),
+]
 
 
 def test_each_secret_has_id_labels_version_and_only_its_accessors(run_mocked: Callable[..., Plan]) -> None:
     plan = run_mocked("staging", _secrets("staging", SecretSettings(), SPECS))
-    secrets = {s.name: s for s in plan.by_type("gcp:secretmanager/secret:Secret")}
+    secrets = labelled(plan, "gcp:secretmanager/secret:Secret", "secret")
     assert secrets["app-db-password"].inputs["secretId"] == "staging-app-db-password"
     assert secrets["app-db-password"].inputs["labels"]["environment"] == "staging"
     assert secrets["app-db-password"].inputs["replication"] == {"auto": {}}
@@ -89,7 +94,7 @@ def test_staging_and_prod_generate_different_values(run_mocked: Callable[..., Pl
 
 
 def test_provided_secret_uses_the_config_value_without_generating(run_mocked: Callable[..., Plan]) -> None:
-    spec = SecretSpec("smtp-password", ("api",), provided=ConfigSecret("smtp-value-123"))
+    spec = SecretSpec("smtp-password", {ACCESSOR: ("api",)}, provided=ConfigSecret("smtp-value-123"))
     captured: dict[str, Any] = {}
 
     def build() -> None:
@@ -103,8 +108,7 @@ def test_provided_secret_uses_the_config_value_without_generating(run_mocked: Ca
 
 
 def test_a_new_generation_rotates_the_value(run_mocked: Callable[..., Plan]) -> None:
-    plan = run_mocked(
-        "staging", _secrets("staging", SecretSettings(), [SecretSpec("api-secret-key", ("api",), generation=3)])
-    )
+    spec = SecretSpec("api-secret-key", {ACCESSOR: ("api",)}, generation=3)
+    plan = run_mocked("staging", _secrets("staging", SecretSettings(), [spec]))
     assert plan.by_type("random:index/randomPassword:RandomPassword")[0].inputs["keepers"] == {"generation": "3"}
     assert plan.by_type("gcp:secretmanager/secretVersion:SecretVersion")[0].inputs["secretDataWoVersion"] == "3"

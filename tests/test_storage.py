@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from conftest import labelled
+
+from components.cloud.storage import Buckets, StorageArgs
+from components.composition.platform import naming_for
 from components.config import StackConfig
-from components.platform import naming_for
-from components.storage import BucketGrant, Buckets, StorageArgs
 from preflight.engine import Plan
 
 
-def _buckets(config: StackConfig, stack: str, grants: list[BucketGrant] | None = None) -> Callable[[], Any]:
+def _buckets(
+    config: StackConfig, stack: str, iam: dict[str, Any] | None = None, members: dict[str, str] | None = None
+) -> Callable[[], Any]:
     return lambda: Buckets(
         "storage",
         StorageArgs(
@@ -19,13 +23,14 @@ def _buckets(config: StackConfig, stack: str, grants: list[BucketGrant] | None =
             project=config.gcp.project,
             settings=config.stagecraft.storage,
             is_prod=config.is_prod,
-            grants=grants or [],
+            iam=iam or {},
+            members=members or {},
         ),
     )
 
 
 def _by_name(plan: Plan) -> dict[str, Any]:
-    return {b.name: b for b in plan.by_type("gcp:storage/bucket:Bucket")}
+    return labelled(plan, "gcp:storage/bucket:Bucket", "purpose")
 
 
 def test_every_bucket_is_private_versioned_and_labelled(
@@ -94,8 +99,8 @@ def test_grants_are_per_bucket_and_per_workload(
     configs: dict[str, StackConfig], run_mocked: Callable[..., Plan]
 ) -> None:
     member = "serviceAccount:acme-staging-backup@p.iam.gserviceaccount.com"
-    grants = [BucketGrant("backups", "backup", "roles/storage.objectCreator", member)]
-    plan = run_mocked("staging", _buckets(configs["staging"], "staging", grants))
+    iam = {"backups": {"roles/storage.objectCreator": ["backup"]}}
+    plan = run_mocked("staging", _buckets(configs["staging"], "staging", iam, {"backup": member}))
     bindings = plan.by_type("gcp:storage/bucketIAMMember:BucketIAMMember")
     assert [(b.inputs["bucket"], b.inputs["role"], b.inputs["member"]) for b in bindings] == [
         ("acme-staging-4711-staging-backups", "roles/storage.objectCreator", member)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from conftest import service_containers
 
-from components.temporal import (
+from components.containers.endpoints import Endpoint
+from components.services.temporal import (
     render_dynamic_config,
     render_namespace_script,
     render_schema_script,
@@ -16,7 +18,7 @@ from preflight.engine import Plan
 
 SCRIPTS = {
     "schema": render_schema_script(
-        "pg", "acme_staging_temporal", ("acme_staging_temporal", "acme_staging_temporal_visibility")
+        Endpoint("pg", 5432), "acme_staging_temporal", ("acme_staging_temporal", "acme_staging_temporal_visibility")
     ),
     "namespace": render_namespace_script("acme-staging-temporal:7233", "default", 3),
     "entrypoint": render_server_entrypoint(),
@@ -54,7 +56,7 @@ def test_dynamic_config_carries_the_retention() -> None:
 
 
 def test_server_password_never_in_container_environment(plans: dict[str, Plan]) -> None:
-    server = next(c for c in plans["prod"].by_type("docker:index/container:Container") if c.name == "temporal")
+    server = service_containers(plans["prod"])["temporal"]
     envs = dict(pair.split("=", 1) for pair in server.inputs["envs"])
     assert "POSTGRES_PWD" not in envs
     assert envs["POSTGRES_USER"] == "acme_prod_temporal" and envs["DBNAME"] == "acme_prod_temporal"

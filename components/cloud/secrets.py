@@ -1,28 +1,30 @@
-"""Secret Manager secrets of one environment: generated or provided values, versions and the
-per-secret accessor grants."""
+"""Secret Manager secrets of one environment: generated or provided values, their versions, and
+access granted per secret."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
 import pulumi_random as random
 
+from components.cloud.iam import Iam, bindings, checked_member
 from components.config import ConfigSecret, SecretSettings
-from components.identity import checked_member, checked_role
 from components.naming import Naming
+from components.resources import child
 
 ACCESSOR_ROLE = "roles/secretmanager.secretAccessor"
 
 
 @dataclass(frozen=True)
 class SecretSpec:
-    """One secret: who may read it, and its value when the operator provides it."""
+    """One secret: who may read it (``{role: [workload, ...]}``), and its value when the operator
+    provides it."""
 
     name: str
-    accessors: Sequence[str]
+    iam: Iam = field(default_factory=dict)
     provided: ConfigSecret | None = None
     generation: int = 1
 
@@ -40,8 +42,8 @@ class SecretsArgs:
 
 class Secrets(pulumi.ComponentResource):
     """For each secret: a value (pulumi-random, or a config secret), a Secret Manager secret named
-    ``<environment>-<name>``, a version holding the value, and ``secretAccessor`` on that one secret
-    for the listed workloads only.
+    ``<environment>-<name>``, a version holding the value, and the roles its ``iam`` lists, granted
+    on that one secret only.
 
     The version is written through the write-only ``secret_data_wo`` input, so Secret Manager's
     copy never enters Pulumi state; bumping the secret's generation in config writes a new value.
@@ -55,46 +57,46 @@ class Secrets(pulumi.ComponentResource):
         self.values = {}
         self.secrets = {}
         for spec in args.specs:
-            value = self._value(spec, args)
+            value = self._value(name, spec, args)
             secret = gcp.secretmanager.Secret(
-                spec.name,
+                f"{name}-{spec.name}",
                 secret_id=args.naming.secret_id(spec.name),
                 project=args.project,
                 labels=args.naming.labels(secret=spec.name),
                 replication=_replication(args.settings),
                 deletion_protection=args.settings.deletion_protection,
                 version_destroy_ttl=_ttl(args.settings.version_destroy_ttl_days),
-                opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+                opts=child(self, was=spec.name, protect=args.protect),
             )
             gcp.secretmanager.SecretVersion(
-                spec.name,
+                f"{name}-{spec.name}",
                 secret=secret.id,
                 secret_data_wo=value,
                 secret_data_wo_version=str(spec.generation),
                 # A prod version is disabled, not destroyed, when Pulumi would delete it.
                 deletion_policy="DISABLE" if args.protect else "DELETE",
-                opts=pulumi.ResourceOptions(parent=secret),
+                opts=child(secret, was=spec.name),
             )
-            for workload in dict.fromkeys(spec.accessors):
+            for role, workload in bindings(spec.iam):
                 gcp.secretmanager.SecretIamMember(
-                    f"{spec.name}-{workload}",
+                    f"{name}-{spec.name}-{workload}",
                     project=args.project,
                     secret_id=secret.id,
-                    role=checked_role(ACCESSOR_ROLE),
+                    role=role,
                     member=pulumi.Output.from_input(args.members[workload]).apply(checked_member),
-                    opts=pulumi.ResourceOptions(parent=secret),
+                    opts=child(secret, was=f"{spec.name}-{workload}"),
                 )
             self.values[spec.name] = value
             self.secrets[spec.name] = secret
-        self.secret_ids = {name: secret.secret_id for name, secret in self.secrets.items()}
+        self.secret_ids = {secret_name: secret.secret_id for secret_name, secret in self.secrets.items()}
         self.register_outputs({"secret_ids": self.secret_ids})
 
-    def _value(self, spec: SecretSpec, args: SecretsArgs) -> pulumi.Output[str]:
+    def _value(self, name: str, spec: SecretSpec, args: SecretsArgs) -> pulumi.Output[str]:
         if spec.provided is not None:
             return spec.provided.output()
         policy = args.settings.password
         password = random.RandomPassword(
-            spec.name,
+            f"{name}-{spec.name}",
             length=policy.length,
             special=policy.special,
             override_special=policy.override_special if policy.special else None,
@@ -104,7 +106,7 @@ class Secrets(pulumi.ComponentResource):
             min_special=policy.min_special if policy.special else 0,
             # A new generation replaces the password, which writes a new version.
             keepers={"generation": str(spec.generation)},
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+            opts=child(self, was=spec.name, protect=args.protect),
         )
         return pulumi.Output.secret(password.result)
 

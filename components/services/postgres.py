@@ -9,7 +9,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import PostgresService
-from components.container import (
+from components.containers.container import (
     Attachment,
     ContainerArgs,
     HardenedContainer,
@@ -18,15 +18,20 @@ from components.container import (
     secret_path,
     tmpfs_options,
 )
+from components.containers.endpoints import Endpoint
 from components.naming import Naming
+from components.resources import child
+from components.templates import render
 
 PORT = 5432
 POSTGRES_UID = "999"  # the `postgres` user of the official image
+# Connection limits per role: the app and Temporal share the server; the metrics role needs few.
+CONNECTION_LIMITS = {"app": 200, "temporal": 200, "monitor": 5}
 
 
 def postgres_tuning(memory_mb: int) -> dict[str, str]:
-    """Memory settings derived from the container's limit (seed 003: 1 GB -> 256 MB buffers,
-    about 100 connections)."""
+    """Memory settings derived from the container's limit: a quarter for shared buffers (1 GB ->
+    256 MB), three quarters as the cache estimate, about 100 connections per GB."""
     shared_buffers = memory_mb // 4
     effective_cache = memory_mb * 3 // 4
     max_connections = max(20, min(500, memory_mb // 10))
@@ -70,82 +75,45 @@ class DatabaseLayout:
         )
 
 
-def _role(name: str, password_var: str, connection_limit: int, createdb: bool = False) -> str:
-    return (
-        f"SELECT 'CREATE ROLE {name} LOGIN' WHERE NOT EXISTS "
-        f"(SELECT FROM pg_roles WHERE rolname = '{name}') \\gexec\n"
-        f"ALTER ROLE {name} WITH LOGIN NOSUPERUSER {'CREATEDB' if createdb else 'NOCREATEDB'} NOCREATEROLE "
-        f"NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {connection_limit} PASSWORD :'{password_var}';\n"
-    )
-
-
-def _database(name: str, owner: str) -> str:
-    return (
-        f"SELECT 'CREATE DATABASE {name} OWNER {owner}' WHERE NOT EXISTS "
-        f"(SELECT FROM pg_database WHERE datname = '{name}') \\gexec\n"
-        f"ALTER DATABASE {name} OWNER TO {owner};\n"
-        f"REVOKE ALL ON DATABASE {name} FROM PUBLIC;\n"
-        f"GRANT CONNECT, TEMPORARY ON DATABASE {name} TO {owner};\n"
-    )
-
-
 def render_init_sql(layout: DatabaseLayout, password_files: Mapping[str, str]) -> str:
     """Idempotent psql script: roles (passwords read from files, stored as SCRAM), one database
     per owner, CONNECT revoked from PUBLIC so each role reaches only its own databases.
 
     ``password_files`` maps ``app``, ``temporal`` and ``monitor`` to files holding the passwords.
+    Temporal's role alone has CREATEDB: temporal-sql-tool's ``create`` step needs it even when the
+    database exists (Postgres checks the privilege first); it still reaches only its own databases.
     """
-    lines = [
-        "-- stagecraft: databases and roles. Safe to re-run; passwords are re-applied (rotation).",
-        "\\set ON_ERROR_STOP on",
-        "SET password_encryption = 'scram-sha-256';",
+    users = {"app": layout.app_user, "temporal": layout.temporal_user, "monitor": layout.monitor_user}
+    roles = [
+        {
+            "key": key,
+            "name": users[key],
+            "password_file": password_files[key],
+            "connection_limit": CONNECTION_LIMITS[key],
+            "createdb": key == "temporal",
+        }
+        for key in ("app", "temporal", "monitor")
     ]
-    for key in ("app", "temporal", "monitor"):
-        lines.append(f"\\set {key}_password `cat '{password_files[key]}'`")
-    sql = "\n".join(lines) + "\n"
-    sql += _role(layout.app_user, "app_password", 200)
-    # temporal-sql-tool's `create` step needs CREATEDB even when the database exists (Postgres
-    # checks the privilege first); it still reaches only the databases it owns.
-    sql += _role(layout.temporal_user, "temporal_password", 200, createdb=True)
-    sql += _role(layout.monitor_user, "monitor_password", 5)
-    sql += f"GRANT pg_monitor TO {layout.monitor_user};\n"
-    sql += _database(layout.app_database, layout.app_user)
-    for database in layout.temporal_databases:
-        sql += _database(database, layout.temporal_user)
-    # The maintenance databases: only the superuser and the metrics exporter.
-    sql += "REVOKE CONNECT ON DATABASE postgres FROM PUBLIC;\n"
-    sql += f"GRANT CONNECT ON DATABASE postgres TO {layout.monitor_user};\n"
-    sql += "REVOKE CONNECT ON DATABASE template1 FROM PUBLIC;\n"
-    # Nobody but the owner creates objects in an application database's public schema.
-    for database in (layout.app_database, *layout.temporal_databases):
-        sql += f"\\connect {database}\nREVOKE ALL ON SCHEMA public FROM PUBLIC;\n"
-        owner = layout.app_user if database == layout.app_database else layout.temporal_user
-        sql += f"ALTER SCHEMA public OWNER TO {owner};\n"
-    return sql
+    databases = [{"name": layout.app_database, "owner": layout.app_user}]
+    databases += [{"name": name, "owner": layout.temporal_user} for name in layout.temporal_databases]
+    return render("init.sql.j2", roles=roles, databases=databases, monitor_user=layout.monitor_user)
 
 
 def init_command(host: str, port: int, sql_file: str, psql: str = "psql") -> list[str]:
     """The init job: the script as the superuser, stopping at the first error."""
-    return [
-        psql,
-        "-h",
-        host,
-        "-p",
-        str(port),
-        "-U",
-        "postgres",
-        "-d",
-        "postgres",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-f",
-        sql_file,
-    ]
+    connection = ["-h", host, "-p", str(port), "-U", "postgres", "-d", "postgres"]
+    return [psql, *connection, "-v", "ON_ERROR_STOP=1", "-f", sql_file]
 
 
-def render_pgpass(host: str, password: str) -> str:
+def render_pgpass(host: str, password: str, port: int = PORT) -> str:
     escaped = password.replace("\\", "\\\\").replace(":", "\\:")
-    return f"{host}:{PORT}:*:postgres:{escaped}\n"
+    return f"{host}:{port}:*:postgres:{escaped}\n"
+
+
+def readiness_check(port: int = PORT) -> list[str]:
+    """TCP on 127.0.0.1: the init-time server listens on the socket only, so this stays
+    unhealthy until the real server accepts connections."""
+    return ["CMD", "pg_isready", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres"]
 
 
 @dataclass(frozen=True)
@@ -169,12 +137,12 @@ class Postgres(pulumi.ComponentResource):
         super().__init__("stagecraft:postgres:Postgres", name, None, opts)
         naming = args.naming
         self.layout = DatabaseLayout.for_naming(naming)
-        self.host = naming.container("postgres")
-        self.port = PORT
-        self.volume = data_volume(naming, "postgres", args.protect, self)
+        self.endpoint = Endpoint(naming.container("postgres"), PORT)
+        self.volume = data_volume(name, naming, "postgres", args.protect, self)
         network = [Attachment(args.data_network, aliases=("postgres",))]
+        user = f"{POSTGRES_UID}:{POSTGRES_UID}"
         self.server = HardenedContainer(
-            "postgres",
+            f"{name}-server",
             ContainerArgs(
                 naming=naming,
                 service="postgres",
@@ -189,60 +157,45 @@ class Postgres(pulumi.ComponentResource):
                     "PGDATA": "/var/lib/postgresql/data/pgdata",
                 },
                 secret_files={"postgres-superuser-password": args.superuser_password},
-                user=f"{POSTGRES_UID}:{POSTGRES_UID}",
+                user=user,
                 file_owner=POSTGRES_UID,
-                # TCP on 127.0.0.1: the init-time server listens on the socket only, so this
-                # stays unhealthy until the real server accepts connections.
-                health_test=[
-                    "CMD",
-                    "pg_isready",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(PORT),
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                ],
+                health_test=readiness_check(),
                 volumes={"/var/lib/postgresql/data": self.volume.name},
-                tmpfs={
-                    "/var/run/postgresql": tmpfs_options(owner=POSTGRES_UID, mode="0775"),
-                    "/tmp": tmpfs_options(64),
-                },
+                tmp_mb=64,
+                tmpfs={"/var/run/postgresql": tmpfs_options(owner=POSTGRES_UID, mode="0775")},
                 shm_size_mb=max(64, args.settings.memory_mb // 4),
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child(self, was="postgres"),
         )
         password_files = {
             "app": secret_path("app-db-password"),
             "temporal": secret_path("temporal-db-password"),
             "monitor": secret_path("postgres-exporter-password"),
         }
+        host = self.endpoint.host
         self.init_job = HardenedContainer(
-            "postgres-init",
+            f"{name}-init",
             ContainerArgs(
                 naming=naming,
                 service="postgres-init",
                 settings=args.settings,
                 networks=network,
-                command=init_command(self.host, PORT, config_path("init.sql")),
+                command=init_command(host, PORT, config_path("init.sql")),
                 env={"PGPASSFILE": secret_path("pgpass"), "PGCONNECT_TIMEOUT": "10"},
                 secret_files={
                     "pgpass": pulumi.Output.from_input(args.superuser_password).apply(
-                        lambda password: render_pgpass(self.host, password)
+                        lambda password: render_pgpass(host, password)
                     ),
                     "app-db-password": args.app_password,
                     "temporal-db-password": args.temporal_password,
                     "postgres-exporter-password": args.monitor_password,
                 },
                 config_files={"init.sql": render_init_sql(self.layout, password_files)},
-                user=f"{POSTGRES_UID}:{POSTGRES_UID}",
+                user=user,
                 file_owner=POSTGRES_UID,
-                tmpfs={"/tmp": tmpfs_options(16)},
                 one_shot=True,
                 depends_on=[self.server.container],
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child(self, was="postgres-init"),
         )
-        self.register_outputs({"host": self.host, "database": self.layout.app_database})
+        self.register_outputs({"host": self.endpoint.host, "database": self.layout.app_database})

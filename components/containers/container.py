@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_docker as docker
 
-from components.config import AppSettings, Service
+from components.config import Service
+from components.containers.environment import checked_env
+from components.containers.labels import container_labels, volume_labels
 from components.naming import Naming
-from components.network import docker_labels, volume_labels
+from components.resources import child
 
 FILES_ROOT = "/run/stagecraft"
 SECRETS_DIR = f"{FILES_ROOT}/secrets"
 CONFIG_DIR = f"{FILES_ROOT}/config"
-LOG_OPTIONS = {"max-size": "50m", "max-file": "3"}  # seed 000
-# Variable names that must never carry a value, only a *_FILE path.
-SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|_PWD|SECRET|TOKEN|_KEY|CREDENTIAL|PRIVATE)", re.IGNORECASE)
+# json-file logs rotated at 50 MB, three files kept.
+LOG_OPTIONS = {"max-size": "50m", "max-file": "3"}
 
 
 def secret_path(name: str) -> str:
@@ -28,23 +27,6 @@ def secret_path(name: str) -> str:
 
 def config_path(name: str) -> str:
     return f"{CONFIG_DIR}/{name}"
-
-
-class UnsafeEnvironmentError(ValueError):
-    """An environment variable that would carry a secret in plaintext."""
-
-
-def checked_env(env: Mapping[str, str]) -> list[str]:
-    """`KEY=value` pairs; a secret-looking name must end in _FILE, and values must be plain text
-    known now (a pulumi Output could be a secret, so it is refused)."""
-    pairs = []
-    for key, value in sorted(env.items()):
-        if not isinstance(value, str):
-            raise UnsafeEnvironmentError(f"{key}: environment values must be plain strings, never Outputs")
-        if SECRET_NAME.search(key) and not key.endswith("_FILE"):
-            raise UnsafeEnvironmentError(f"{key}: looks like a secret; deliver it as a file and set {key}_FILE")
-        pairs.append(f"{key}={value}")
-    return pairs
 
 
 def tmpfs_options(size_mb: int | None = None, owner: str | None = None, mode: str | None = None) -> str:
@@ -60,40 +42,20 @@ def tmpfs_options(size_mb: int | None = None, owner: str | None = None, mode: st
     return ",".join(options)
 
 
-def wget_check(port: int, path: str) -> list[str]:
-    """Healthcheck for images that ship wget but no curl: an HTTP 2xx from the service itself."""
-    return ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"]
-
-
-def http_check(port: int, path: str, command: Sequence[str] | None) -> list[str]:
-    if command:
-        return ["CMD", *command]
-    return ["CMD", "curl", "-fsS", "-o", "/dev/null", f"http://127.0.0.1:{port}{path}"]
-
-
-def app_environment(environment: str, app: AppSettings) -> dict[str, str]:
-    """Settings that differ per environment (seed 000's flags, seed 001's email shadow mode)."""
-    env = {
-        "APP_ENV": environment,
-        "LOG_LEVEL": app.log_level.upper(),
-        "EMAIL_MODE": app.email_mode,
-        "EMAIL_SHADOW_MODE": "true" if app.email_mode == "shadow" else "false",
-        "CORS_ORIGINS": json.dumps(app.cors_origins),
-        # The config model refuses debug endpoints in prod; this is belt and braces.
-        "ENABLE_DEBUG_ENDPOINTS": "true" if app.debug_endpoints and environment != "prod" else "false",
-        "APP_DEBUG": "false",
-    }
-    env.update({name: "true" if value else "false" for name, value in sorted(app.feature_flags.items())})
-    return env
-
-
-def data_volume(naming: Naming, service: str, protect: bool, parent: pulumi.Resource) -> docker.Volume:
+def data_volume(
+    name: str,
+    naming: Naming,
+    service: str,
+    protect: bool,
+    parent: pulumi.Resource,
+    was_parent: pulumi.Input[str] | None = None,
+) -> docker.Volume:
     """The named volume holding a stateful service's data; prod protects and retains it."""
     return docker.Volume(
-        f"{service}-data",
+        f"{name}-data",
         name=naming.volume(service),
         labels=volume_labels(naming.labels(service=service)),
-        opts=pulumi.ResourceOptions(parent=parent, protect=protect, retain_on_delete=protect),
+        opts=child(parent, was=f"{service}-data", was_parent=was_parent, protect=protect, retain_on_delete=protect),
     )
 
 
@@ -130,6 +92,8 @@ class ContainerArgs:
     # container path -> Docker volume name
     volumes: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     host_mounts: Mapping[str, str] = field(default_factory=dict)  # container path -> host path (read-only)
+    # Size of the /tmp scratch tmpfs every container gets; other tmpfs mounts in ``tmpfs``.
+    tmp_mb: int = 16
     tmpfs: Mapping[str, str] = field(default_factory=dict)
     read_only: bool = True
     cap_add: Sequence[str] = ()
@@ -160,10 +124,10 @@ class HardenedContainer(pulumi.ComponentResource):
         labels = naming.labels(service=args.service)
         envs = checked_env(args.env)
         self.image = docker.RemoteImage(
-            args.service,
+            f"{name}-image",
             name=args.settings.image,
             keep_locally=True,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child(self, was=args.service),
         )
         mounts = [
             docker.ContainerMountArgs(type="volume", source=volume, target=path)
@@ -180,7 +144,8 @@ class HardenedContainer(pulumi.ComponentResource):
             for path, host in sorted(args.host_mounts.items())
         ]
         depends_on = list(args.depends_on)
-        carrier = self._files_carrier(args, labels)
+        carrier = self._files_carrier(name, args, labels)
+        files_label = None
         if carrier is not None:
             files_volume, carrier_container = carrier
             mounts.append(
@@ -189,8 +154,6 @@ class HardenedContainer(pulumi.ComponentResource):
             depends_on.append(carrier_container)
             # A new carrier (new files) replaces the service container so it reads them.
             files_label = carrier_container.id.apply(lambda cid: cid[:12])
-        else:
-            files_label = None
 
         check = args.settings.healthcheck
         healthcheck = None
@@ -202,11 +165,12 @@ class HardenedContainer(pulumi.ComponentResource):
                 retries=check.retries,
                 start_period=_duration(check.start_period_s),
             )
-        container_labels: list[pulumi.Input[docker.ContainerLabelArgs]] = list(docker_labels(labels))
+        labels_args: list[pulumi.Input[docker.ContainerLabelArgs]] = list(container_labels(labels))
         if files_label is not None:
-            container_labels.append(docker.ContainerLabelArgs(label="stagecraft.files", value=files_label))
+            labels_args.append(docker.ContainerLabelArgs(label="stagecraft.files", value=files_label))
+        tmpfs = {"/tmp": tmpfs_options(args.tmp_mb), **args.tmpfs}
         self.container = docker.Container(
-            args.service,
+            name,
             name=naming.container(args.service),
             image=self.image.image_id,
             command=list(args.command) if args.command else None,
@@ -230,7 +194,7 @@ class HardenedContainer(pulumi.ComponentResource):
             capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=list(args.cap_add) or None),
             privileged=False,
             read_only=args.read_only,
-            tmpfs=dict(args.tmpfs) or None,
+            tmpfs=dict(sorted(tmpfs.items())),
             mounts=mounts or None,
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(
@@ -241,47 +205,47 @@ class HardenedContainer(pulumi.ComponentResource):
                 for attachment in args.networks
             ],
             ports=list(args.ports) or None,
-            labels=container_labels,
+            labels=labels_args,
             destroy_grace_seconds=30,
             # Names are fixed, so the old container must go before its replacement starts.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on, delete_before_replace=True),
+            opts=child(self, was=args.service, depends_on=depends_on, delete_before_replace=True),
         )
         self.name = self.container.name
         self.register_outputs({"name": self.name})
 
     def _files_carrier(
-        self, args: ContainerArgs, labels: dict[str, str]
+        self, name: str, args: ContainerArgs, labels: dict[str, str]
     ) -> tuple[docker.Volume, docker.Container] | None:
         uploads = [
             docker.ContainerUploadArgs(
-                file=secret_path(name),
+                file=secret_path(file_name),
                 content=pulumi.Output.secret(value),
                 permissions="0400",
                 owner=args.file_owner,
                 group=args.file_owner,
             )
-            for name, value in sorted(args.secret_files.items())
+            for file_name, value in sorted(args.secret_files.items())
         ]
         uploads += [
             docker.ContainerUploadArgs(
-                file=config_path(name),
+                file=config_path(file_name),
                 content=content,
-                permissions="0555" if name in args.executable_files else "0444",
+                permissions="0555" if file_name in args.executable_files else "0444",
                 owner=args.file_owner,
                 group=args.file_owner,
             )
-            for name, content in sorted(args.config_files.items())
+            for file_name, content in sorted(args.config_files.items())
         ]
         if not uploads:
             return None
         volume = docker.Volume(
-            f"{args.service}-files",
+            f"{name}-files",
             name=args.naming.volume(args.service, "files"),
             labels=volume_labels(labels),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child(self, was=f"{args.service}-files"),
         )
         carrier = docker.Container(
-            f"{args.service}-files",
+            f"{name}-files",
             name=args.naming.container(f"{args.service}-files"),
             image=self.image.image_id,
             start=False,
@@ -291,7 +255,7 @@ class HardenedContainer(pulumi.ComponentResource):
             mounts=[docker.ContainerMountArgs(type="volume", source=volume.name, target=FILES_ROOT)],
             security_opts=["no-new-privileges:true"],
             capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"]),
-            labels=docker_labels({**labels, "role": "files-carrier"}),
-            opts=pulumi.ResourceOptions(parent=self, replace_on_changes=["uploads"], delete_before_replace=True),
+            labels=container_labels({**labels, "role": "files-carrier"}),
+            opts=child(self, was=f"{args.service}-files", replace_on_changes=["uploads"], delete_before_replace=True),
         )
         return volume, carrier

@@ -10,16 +10,18 @@ import pulumi_docker as docker
 import pulumi_tls as tls
 
 from components.config import Domains, ProvidedTls, Proxy, SelfSignedTls, Service
-from components.container import (
+from components.containers.container import (
     Attachment,
     ContainerArgs,
     HardenedContainer,
     config_path,
     secret_path,
     tmpfs_options,
-    wget_check,
 )
+from components.containers.healthchecks import wget_check
 from components.naming import Naming
+from components.resources import child
+from components.templates import render
 
 HTTP_PORT = 8080  # inside the container; the host ports come from config
 HTTPS_PORT = 8443
@@ -79,117 +81,15 @@ class NginxSettings:
     user: str | None = None
 
 
-def _headers(indent: str) -> str:
-    return "".join(f'{indent}add_header {name} "{value}" always;\n' for name, value in SECURITY_HEADERS.items())
-
-
-def _blocked(indent: str) -> str:
-    return "".join(f"{indent}location ^~ {path} {{ return 404; }}\n" for path in BLOCKED_PATHS)
-
-
-def _proxy_location(upstream: str, burst: int, indent: str) -> str:
-    inner = indent + "    "
-    return (
-        f"{indent}location / {{\n"
-        f"{inner}limit_req zone=per_ip burst={burst} nodelay;\n"
-        f"{inner}proxy_pass http://{upstream};\n"
-        f"{inner}proxy_http_version 1.1;\n"
-        f"{inner}proxy_set_header Host $host;\n"
-        f"{inner}proxy_set_header X-Real-IP $remote_addr;\n"
-        f"{inner}proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
-        f"{inner}proxy_set_header X-Forwarded-Proto https;\n"
-        f'{inner}proxy_set_header Connection "";\n'
-        f"{inner}proxy_hide_header X-Powered-By;\n"
-        f"{indent}}}\n"
-    )
-
-
-def render_nginx_conf(s: NginxSettings) -> str:
+def render_nginx_conf(settings: NginxSettings) -> str:
     """nginx.conf for the proxy: HTTP->HTTPS redirect, TLS 1.2+, security headers on every
     response, per-IP rate limiting, one server per domain, CORS only for the listed origins."""
-    tls_block = (
-        f"        ssl_certificate {s.certificate_file};\n"
-        f"        ssl_certificate_key {s.key_file};\n"
-        "        ssl_protocols TLSv1.2 TLSv1.3;\n"
-        f"        ssl_ciphers {CIPHERS};\n"
-        "        ssl_prefer_server_ciphers off;\n"
-        "        ssl_session_cache shared:TLS:10m;\n"
-        "        ssl_session_timeout 10m;\n"
-        "        ssl_session_tickets off;\n"
-    )
-    cors_map = "".join(f'        "{origin}" $http_origin;\n' for origin in s.cors_origins if origin != "*")
-    if "*" in s.cors_origins:
-        cors_map += '        "~." "*";\n'
-
-    def server(domain: str, upstream: str, extra: str = "") -> str:
-        return (
-            "    server {\n"
-            f"        listen {s.https_port} ssl;\n"
-            f"        server_name {domain};\n"
-            + tls_block
-            + _headers("        ")
-            + extra
-            + _blocked("        ")
-            + _proxy_location(upstream, s.rate_limit_burst, "        ")
-            + "    }\n"
-        )
-
-    cors = (
-        '        add_header Access-Control-Allow-Origin "$cors_origin" always;\n'
-        '        add_header Access-Control-Allow-Credentials "true" always;\n'
-        '        add_header Access-Control-Allow-Methods "GET, POST, PUT, PATCH, DELETE, OPTIONS" always;\n'
-        '        add_header Access-Control-Allow-Headers "Authorization, Content-Type" always;\n'
-        '        add_header Vary "Origin" always;\n'
-        "        if ($request_method = OPTIONS) { return 204; }\n"
-    )
-    user = f"user {s.user};\n" if s.user else ""
-    return (
-        "# stagecraft: rendered, do not edit\n" + user + "worker_processes auto;\n"
-        f"pid {s.pid_file};\n"
-        "error_log stderr warn;\n"
-        "events { worker_connections 1024; }\n"
-        "http {\n"
-        f"    include {s.mime_types};\n"
-        "    default_type application/octet-stream;\n"
-        "    server_tokens off;\n"
-        "    access_log /dev/stdout;\n"
-        "    sendfile on;\n"
-        "    keepalive_timeout 65;\n"
-        f"    client_max_body_size {s.client_max_body_mb}m;\n"
-        f"    client_body_temp_path {s.temp_dir}/client_body;\n"
-        f"    proxy_temp_path {s.temp_dir}/proxy;\n"
-        f"    fastcgi_temp_path {s.temp_dir}/fastcgi;\n"
-        f"    uwsgi_temp_path {s.temp_dir}/uwsgi;\n"
-        f"    scgi_temp_path {s.temp_dir}/scgi;\n"
-        f"    limit_req_zone $binary_remote_addr zone=per_ip:10m rate={s.rate_limit_per_minute}r/m;\n"
-        "    limit_req_status 429;\n"
-        "    map $http_origin $cors_origin {\n"
-        '        default "";\n' + cors_map + "    }\n"
-        f"    upstream api {{ server {s.upstreams.api}; keepalive 16; }}\n"
-        f"    upstream web {{ server {s.upstreams.web}; keepalive 16; }}\n"
-        f"    upstream grafana {{ server {s.upstreams.grafana}; }}\n"
-        "    # Health listener for Docker's healthcheck: untouched by the redirect and the limits.\n"
-        "    server {\n"
-        f"        listen {s.health_port};\n"
-        "        access_log off;\n"
-        '        location = /healthz { return 200 "ok\\n"; }\n'
-        "        location / { return 404; }\n"
-        "    }\n"
-        "    server {\n"
-        f"        listen {s.http_port} default_server;\n"
-        "        server_name _;\n"
-        '        add_header Strict-Transport-Security "' + SECURITY_HEADERS["Strict-Transport-Security"] + '" always;\n'
-        "        location / { return 301 https://$host$request_uri; }\n"
-        "    }\n"
-        "    # Unknown host names get nothing.\n"
-        "    server {\n"
-        f"        listen {s.https_port} ssl default_server;\n"
-        "        server_name _;\n" + tls_block + "        return 421;\n"
-        "    }\n"
-        + server(s.domains.web, "web")
-        + server(s.domains.api, "api", cors)
-        + server(s.domains.grafana, "grafana")
-        + "}\n"
+    return render(
+        "nginx.conf.j2",
+        s=settings,
+        ciphers=CIPHERS,
+        security_headers=SECURITY_HEADERS,
+        blocked_paths=BLOCKED_PATHS,
     )
 
 
@@ -211,9 +111,11 @@ class ReverseProxy(pulumi.ComponentResource):
     certificate and key from config secrets) and the nginx container: the only container that
     publishes ports in prod."""
 
+    ca_certificate: pulumi.Output[str] | None = None
+
     def __init__(self, name: str, args: ProxyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagecraft:proxy:ReverseProxy", name, None, opts)
-        certificate, key = self._tls(args)
+        certificate, key = self._tls(name, args)
         conf = render_nginx_conf(
             NginxSettings(
                 domains=args.domains,
@@ -228,7 +130,7 @@ class ReverseProxy(pulumi.ComponentResource):
         )
         bind = args.proxy.bind_address
         self.server = HardenedContainer(
-            "proxy",
+            f"{name}-server",
             ContainerArgs(
                 naming=args.naming,
                 service="proxy",
@@ -241,7 +143,8 @@ class ReverseProxy(pulumi.ComponentResource):
                 config_files={"nginx.conf": conf},
                 # The master reads the key as root, then runs workers as an unprivileged user.
                 cap_add=("CHOWN", "SETUID", "SETGID"),
-                tmpfs={"/tmp": tmpfs_options(64), "/var/cache/nginx": tmpfs_options(64)},
+                tmp_mb=64,
+                tmpfs={"/var/cache/nginx": tmpfs_options(64)},
                 health_test=wget_check(HEALTH_PORT, "/healthz"),
                 ports=[
                     docker.ContainerPortArgs(internal=HTTP_PORT, external=args.proxy.http_port, ip=bind),
@@ -249,20 +152,19 @@ class ReverseProxy(pulumi.ComponentResource):
                 ],
                 depends_on=args.depends_on,
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child(self, was="proxy"),
         )
         self.register_outputs({"name": self.server.name})
 
-    def _tls(self, args: ProxyArgs) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    def _tls(self, name: str, args: ProxyArgs) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
         mode = args.proxy.tls
         if isinstance(mode, ProvidedTls):
             return mode.certificate.output(), mode.private_key.output()
         assert isinstance(mode, SelfSignedTls)
-        child = pulumi.ResourceOptions(parent=self)
         hours = mode.validity_days * 24
-        ca_key = tls.PrivateKey("ca", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        ca_key = tls.PrivateKey(f"{name}-ca", algorithm="ECDSA", ecdsa_curve="P256", opts=child(self, was="ca"))
         ca = tls.SelfSignedCert(
-            "ca",
+            f"{name}-ca",
             private_key_pem=ca_key.private_key_pem,
             is_ca_certificate=True,
             subject=tls.SelfSignedCertSubjectArgs(
@@ -270,25 +172,25 @@ class ReverseProxy(pulumi.ComponentResource):
             ),
             validity_period_hours=hours,
             allowed_uses=["cert_signing", "crl_signing"],
-            opts=child,
+            opts=child(self, was="ca"),
         )
-        key = tls.PrivateKey("server", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        key = tls.PrivateKey(f"{name}-server", algorithm="ECDSA", ecdsa_curve="P256", opts=child(self, was="server"))
         request = tls.CertRequest(
-            "server",
+            f"{name}-server",
             private_key_pem=key.private_key_pem,
             dns_names=[args.domains.web, args.domains.api, args.domains.grafana],
             subject=tls.CertRequestSubjectArgs(common_name=args.domains.web, organization="stagecraft"),
-            opts=child,
+            opts=child(self, was="server"),
         )
         cert = tls.LocallySignedCert(
-            "server",
+            f"{name}-server",
             cert_request_pem=request.cert_request_pem,
             ca_private_key_pem=ca_key.private_key_pem,
             ca_cert_pem=ca.cert_pem,
             validity_period_hours=hours,
             early_renewal_hours=min(hours // 3, 24 * 14),
             allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
-            opts=child,
+            opts=child(self, was="server"),
         )
         self.ca_certificate = ca.cert_pem
         chain = pulumi.Output.all(cert.cert_pem, ca.cert_pem).apply(lambda pems: pems[0] + pems[1])

@@ -9,31 +9,28 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import ApiService, AppSettings
-from components.container import (
-    Attachment,
-    ContainerArgs,
-    HardenedContainer,
-    app_environment,
-    http_check,
-    secret_path,
-    tmpfs_options,
-)
+from components.containers.container import Attachment, ContainerArgs, HardenedContainer, secret_path
+from components.containers.endpoints import Endpoint, ScrapeTarget
+from components.containers.environment import app_environment
+from components.containers.healthchecks import http_check
 from components.naming import Naming
+from components.resources import child
 
-# Secret name (in the secrets component) -> file the API reads it from.
-API_SECRETS = ("app-db-password", "redis-password", "api-secret-key", "jwt-signing-key")
+# The secrets the API reads, each as a file of the same name; its workload's grants follow from
+# this list.
+SECRETS = ("app-db-password", "redis-password", "api-secret-key", "jwt-signing-key")
 
 
 @dataclass(frozen=True)
-class Endpoints:
-    """Where the API finds its dependencies (from the services' outputs)."""
+class Dependencies:
+    """Where the API finds what it uses (the services' published endpoints)."""
 
-    postgres_host: str
+    postgres: Endpoint
     database: str
     database_user: str
-    redis_host: str
-    chroma_url: str
-    temporal_address: str
+    redis: Endpoint
+    chroma: Endpoint
+    temporal: Endpoint
     temporal_namespace: str
 
 
@@ -42,7 +39,7 @@ class ApiArgs:
     naming: Naming
     settings: ApiService
     app: AppSettings
-    endpoints: Endpoints
+    dependencies: Dependencies
     secrets: Mapping[str, pulumi.Input[str]]
     data_network: docker.Network
     app_network: docker.Network
@@ -60,32 +57,31 @@ class Api(pulumi.ComponentResource):
     def __init__(self, name: str, args: ApiArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagecraft:api:Api", name, None, opts)
         naming = args.naming
-        ep = args.endpoints
-        self.host = naming.container("api")
-        self.port = args.settings.port
+        deps = args.dependencies
+        self.endpoint = Endpoint(naming.container("api"), args.settings.port)
+        self.scrape_targets = [ScrapeTarget("api", self.endpoint.address, args.settings.metrics_path)]
         base_env = {
             **app_environment(naming.environment, args.app),
             "PORT": str(args.settings.port),
-            "DATABASE_HOST": ep.postgres_host,
-            "DATABASE_PORT": "5432",
-            "DATABASE_NAME": ep.database,
-            "DATABASE_USER": ep.database_user,
+            "DATABASE_HOST": deps.postgres.host,
+            "DATABASE_PORT": str(deps.postgres.port),
+            "DATABASE_NAME": deps.database,
+            "DATABASE_USER": deps.database_user,
             "DATABASE_PASSWORD_FILE": secret_path("app-db-password"),
-            "REDIS_HOST": ep.redis_host,
-            "REDIS_PORT": "6379",
+            "REDIS_HOST": deps.redis.host,
+            "REDIS_PORT": str(deps.redis.port),
             "REDIS_PASSWORD_FILE": secret_path("redis-password"),
-            "CHROMA_URL": ep.chroma_url,
-            "TEMPORAL_ADDRESS": ep.temporal_address,
-            "TEMPORAL_NAMESPACE": ep.temporal_namespace,
+            "CHROMA_URL": deps.chroma.url(),
+            "TEMPORAL_ADDRESS": deps.temporal.address,
+            "TEMPORAL_NAMESPACE": deps.temporal_namespace,
             "SECRET_KEY_FILE": secret_path("api-secret-key"),
             "JWT_SECRET_KEY_FILE": secret_path("jwt-signing-key"),
             "GOOGLE_CLOUD_PROJECT": args.gcp_project,
             "METRICS_PATH": args.settings.metrics_path,
         }
-        secret_files = {name: args.secrets[name] for name in API_SECRETS}
-        tmpfs = {"/tmp": tmpfs_options(128)}
+        secret_files = {secret: args.secrets[secret] for secret in SECRETS}
         self.migration = HardenedContainer(
-            "api-migrate",
+            f"{name}-migrate",
             ContainerArgs(
                 naming=naming,
                 service="api-migrate",
@@ -94,14 +90,14 @@ class Api(pulumi.ComponentResource):
                 command=list(args.settings.migrate_command),
                 env=base_env,
                 secret_files=secret_files,
-                tmpfs=tmpfs,
+                tmp_mb=128,
                 one_shot=True,
                 depends_on=args.depends_on,
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child(self, was="api-migrate"),
         )
         self.server = HardenedContainer(
-            "api",
+            f"{name}-server",
             ContainerArgs(
                 naming=naming,
                 service="api",
@@ -113,11 +109,11 @@ class Api(pulumi.ComponentResource):
                 ],
                 env={**base_env, "GCS_UPLOADS_BUCKET": naming.bucket("uploads")},
                 secret_files=secret_files,
-                tmpfs=tmpfs,
+                tmp_mb=128,
                 health_test=http_check(args.settings.port, args.settings.health_path, args.settings.health_command),
                 ports=args.ports,
                 depends_on=[self.migration.container],
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child(self, was="api"),
         )
-        self.register_outputs({"host": self.host})
+        self.register_outputs({"host": self.endpoint.host})

@@ -8,8 +8,10 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import ChromaService
-from components.container import Attachment, ContainerArgs, HardenedContainer, config_path, data_volume, tmpfs_options
+from components.containers.container import Attachment, ContainerArgs, HardenedContainer, config_path, data_volume
+from components.containers.endpoints import Endpoint
 from components.naming import Naming
+from components.resources import child
 
 PORT = 8000
 HEARTBEAT = "/api/v2/heartbeat"  # v1 paths answer 410 in Chroma 1.x
@@ -53,11 +55,10 @@ class Chroma(pulumi.ComponentResource):
     def __init__(self, name: str, args: ChromaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagecraft:chroma:Chroma", name, None, opts)
         naming = args.naming
-        self.host = naming.container("chroma")
-        self.port = PORT
-        self.volume = data_volume(naming, "chroma", args.protect, self)
+        self.endpoint = Endpoint(naming.container("chroma"), PORT)
+        self.volume = data_volume(name, naming, "chroma", args.protect, self)
         self.server = HardenedContainer(
-            "chroma",
+            f"{name}-server",
             ContainerArgs(
                 naming=naming,
                 service="chroma",
@@ -67,8 +68,8 @@ class Chroma(pulumi.ComponentResource):
                 config_files={"chroma.yaml": render_chroma_config()},
                 health_test=heartbeat_check(),
                 volumes={"/data": self.volume.name},
-                tmpfs={"/tmp": tmpfs_options(64)},
+                tmp_mb=64,
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child(self, was="chroma"),
         )
-        self.register_outputs({"host": self.host})
+        self.register_outputs({"host": self.endpoint.host})

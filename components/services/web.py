@@ -9,15 +9,12 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import AppService, AppSettings
-from components.container import (
-    Attachment,
-    ContainerArgs,
-    HardenedContainer,
-    app_environment,
-    http_check,
-    tmpfs_options,
-)
+from components.containers.container import Attachment, ContainerArgs, HardenedContainer
+from components.containers.endpoints import Endpoint
+from components.containers.environment import app_environment
+from components.containers.healthchecks import http_check
 from components.naming import Naming
+from components.resources import child
 
 
 @dataclass(frozen=True)
@@ -37,10 +34,9 @@ class Web(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: WebArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagecraft:web:Web", name, None, opts)
-        self.host = args.naming.container("web")
-        self.port = args.settings.port
+        self.endpoint = Endpoint(args.naming.container("web"), args.settings.port)
         self.server = HardenedContainer(
-            "web",
+            f"{name}-server",
             ContainerArgs(
                 naming=args.naming,
                 service="web",
@@ -51,11 +47,11 @@ class Web(pulumi.ComponentResource):
                     "PORT": str(args.settings.port),
                     "API_URL": args.api_url,
                 },
-                tmpfs={"/tmp": tmpfs_options(64)},
+                tmp_mb=64,
                 health_test=http_check(args.settings.port, args.settings.health_path, args.settings.health_command),
                 ports=args.ports,
                 depends_on=args.depends_on,
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child(self, was="web"),
         )
-        self.register_outputs({"host": self.host})
+        self.register_outputs({"host": self.endpoint.host})

@@ -1,4 +1,4 @@
-"""Docker networks of one environment, segmented as in seed 003."""
+"""Docker networks of one environment: edge, app, data and monitoring, each on its own subnet."""
 
 from __future__ import annotations
 
@@ -9,19 +9,13 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import Network as NetworkSettings
+from components.containers.labels import network_labels
 from components.naming import Naming
+from components.resources import child
 
 # edge: the proxy's published side. app: proxy <-> api/web/grafana. data: databases, internal.
 # monitoring: Prometheus and what it scrapes, internal.
 INTERNAL = {"edge": False, "app": False, "data": True, "monitoring": True}
-
-
-def docker_labels(labels: dict[str, str]) -> list[docker.ContainerLabelArgs]:
-    return [docker.ContainerLabelArgs(label=key, value=value) for key, value in sorted(labels.items())]
-
-
-def volume_labels(labels: dict[str, str]) -> list[docker.VolumeLabelArgs]:
-    return [docker.VolumeLabelArgs(label=key, value=value) for key, value in sorted(labels.items())]
 
 
 def host_address(subnet: str, index: int) -> str:
@@ -48,17 +42,14 @@ class Networks(pulumi.ComponentResource):
         for purpose, internal in INTERNAL.items():
             subnet = getattr(args.settings, purpose)
             self.networks[purpose] = docker.Network(
-                purpose,
+                f"{name}-{purpose}",
                 name=args.naming.network(purpose),
                 driver="bridge",
                 internal=internal,
                 attachable=False,
                 ipam_configs=[docker.NetworkIpamConfigArgs(subnet=subnet, gateway=host_address(subnet, 1))],
-                labels=[
-                    docker.NetworkLabelArgs(label=key, value=value)
-                    for key, value in sorted(args.naming.labels(network=purpose).items())
-                ],
-                opts=pulumi.ResourceOptions(parent=self),
+                labels=network_labels(args.naming.labels(network=purpose)),
+                opts=child(self, was=purpose),
             )
         self.names = {purpose: network.name for purpose, network in self.networks.items()}
         self.register_outputs({"names": self.names})

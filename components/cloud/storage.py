@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
 
+from components.cloud.iam import Iam, bindings, checked_member, checked_role, role_suffix
 from components.config import Storage as StorageSettings
-from components.identity import checked_member, checked_role
 from components.naming import Naming
+from components.resources import child
 
-# Object-prefix conventions (seed 004). Lifecycle rules and the backup jobs key on these.
+# Object-prefix conventions: lifecycle rules and the backup and seed jobs key on these.
 OBJECT_PREFIXES: Mapping[str, tuple[str, ...]] = {
     "uploads": ("uploads/", "seed/", "test-data/"),
     "backups": ("postgres/", "redis/", "chroma/"),
@@ -23,28 +24,21 @@ STORAGE_ANALYTICS_GROUP = "group:cloud-storage-analytics@google.com"
 
 
 @dataclass(frozen=True)
-class BucketGrant:
-    """A role on one bucket for one workload's identity."""
-
-    bucket: str
-    workload: str
-    role: str
-    member: pulumi.Input[str]
-
-
-@dataclass(frozen=True)
 class StorageArgs:
     naming: Naming
     project: str
     settings: StorageSettings
     is_prod: bool
-    grants: Sequence[BucketGrant] = field(default_factory=tuple)
+    # Per bucket purpose: {role: [workload, ...]}.
+    iam: Mapping[str, Iam] = field(default_factory=dict)
+    # serviceAccount:<email> of each workload of *this* environment.
+    members: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 class Buckets(pulumi.ComponentResource):
     """Creates the environment's buckets, each private (uniform access, public access prevention
     enforced), versioned, soft-deleting, with lifecycle rules from config, and grants each
-    workload only the roles it needs on each bucket.
+    workload only the roles its ``iam`` lists on each bucket.
 
     Prod buckets are protected, never force-destroyed, and log access into a log bucket.
     """
@@ -53,29 +47,32 @@ class Buckets(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagecraft:storage:Buckets", name, None, opts)
+        self._name = name
         self._args = args
         self.buckets = {}
         log_bucket = None
         if args.is_prod:
             log_bucket = self._bucket("access-logs", _log_rules(args.settings), None)
             gcp.storage.BucketIAMMember(
-                "access-logs-writer",
+                f"{name}-access-logs-writer",
                 bucket=log_bucket.name,
                 role=checked_role("roles/storage.objectCreator"),
                 member=checked_member(STORAGE_ANALYTICS_GROUP),
-                opts=pulumi.ResourceOptions(parent=log_bucket),
+                opts=child(log_bucket, was="access-logs-writer"),
             )
         self._bucket("uploads", _upload_rules(args.settings), log_bucket)
         self._bucket("backups", _backup_rules(args.settings), log_bucket)
-        for grant in args.grants:
-            bucket = self.buckets[grant.bucket]
-            gcp.storage.BucketIAMMember(
-                f"{grant.bucket}-{grant.workload}-{grant.role.rsplit('.', 1)[-1]}",
-                bucket=bucket.name,
-                role=checked_role(grant.role),
-                member=pulumi.Output.from_input(grant.member).apply(checked_member),
-                opts=pulumi.ResourceOptions(parent=bucket),
-            )
+        for purpose, iam in args.iam.items():
+            bucket = self.buckets[purpose]
+            for role, workload in bindings(iam):
+                suffix = role_suffix(role)
+                gcp.storage.BucketIAMMember(
+                    f"{name}-{purpose}-{workload}-{suffix}",
+                    bucket=bucket.name,
+                    role=role,
+                    member=pulumi.Output.from_input(args.members[workload]).apply(checked_member),
+                    opts=child(bucket, was=f"{purpose}-{workload}-{suffix}"),
+                )
         self.names = {purpose: bucket.name for purpose, bucket in self.buckets.items()}
         self.register_outputs({"names": self.names})
 
@@ -87,10 +84,10 @@ class Buckets(pulumi.ComponentResource):
     ) -> gcp.storage.Bucket:
         args = self._args
         settings = args.settings
-        name = args.naming.bucket(purpose)
+        bucket_name = args.naming.bucket(purpose)
         bucket = gcp.storage.Bucket(
-            purpose,
-            name=name,
+            f"{self._name}-{purpose}",
+            name=bucket_name,
             project=args.project,
             location=settings.location,
             storage_class="STANDARD",
@@ -102,7 +99,7 @@ class Buckets(pulumi.ComponentResource):
                 retention_duration_seconds=settings.soft_delete_days * 86400
             ),
             logging=(
-                gcp.storage.BucketLoggingArgs(log_bucket=log_bucket.name, log_object_prefix=name)
+                gcp.storage.BucketLoggingArgs(log_bucket=log_bucket.name, log_object_prefix=bucket_name)
                 if log_bucket is not None
                 else None
             ),
@@ -113,7 +110,7 @@ class Buckets(pulumi.ComponentResource):
             ),
             force_destroy=not args.is_prod,
             labels=args.naming.labels(purpose=purpose),
-            opts=pulumi.ResourceOptions(parent=self, protect=args.is_prod),
+            opts=child(self, was=purpose, protect=args.is_prod),
         )
         self.buckets[purpose] = bucket
         return bucket

@@ -8,16 +8,17 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import RedisService
-from components.container import (
+from components.containers.container import (
     Attachment,
     ContainerArgs,
     HardenedContainer,
     config_path,
     data_volume,
     secret_path,
-    tmpfs_options,
 )
+from components.containers.endpoints import Endpoint
 from components.naming import Naming
+from components.resources import child
 
 PORT = 6379
 REDIS_UID = "999"  # the `redis` user of the official image
@@ -78,11 +79,10 @@ class Redis(pulumi.ComponentResource):
     def __init__(self, name: str, args: RedisArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagecraft:redis:Redis", name, None, opts)
         naming = args.naming
-        self.host = naming.container("redis")
-        self.port = PORT
-        self.volume = data_volume(naming, "redis", args.protect, self)
+        self.endpoint = Endpoint(naming.container("redis"), PORT)
+        self.volume = data_volume(name, naming, "redis", args.protect, self)
         self.server = HardenedContainer(
-            "redis",
+            f"{name}-server",
             ContainerArgs(
                 naming=naming,
                 service="redis",
@@ -98,8 +98,7 @@ class Redis(pulumi.ComponentResource):
                 file_owner=REDIS_UID,
                 health_test=["CMD-SHELL", auth_ping(secret_path("redis-password"))],
                 volumes={"/data": self.volume.name},
-                tmpfs={"/tmp": tmpfs_options(16)},
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child(self, was="redis"),
         )
-        self.register_outputs({"host": self.host})
+        self.register_outputs({"host": self.endpoint.host})

@@ -9,16 +9,11 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import Service, TemporalService
-from components.container import (
-    Attachment,
-    ContainerArgs,
-    HardenedContainer,
-    config_path,
-    secret_path,
-    tmpfs_options,
-    wget_check,
-)
+from components.containers.container import Attachment, ContainerArgs, HardenedContainer, config_path, secret_path
+from components.containers.endpoints import Endpoint, ScrapeTarget
+from components.containers.healthchecks import wget_check
 from components.naming import Naming
+from components.resources import child
 
 FRONTEND_PORT = 7233
 METRICS_PORT = 9090
@@ -26,6 +21,8 @@ UI_PORT = 8080
 SCHEMA_DIR = "/etc/temporal/schema/postgresql/v12"
 # Fixed address on the data network: Temporal binds 0.0.0.0 and must broadcast one address.
 SERVER_HOST_INDEX = 10
+# The secrets Temporal's containers read; its workload's grants follow from this list.
+SECRETS = ("temporal-db-password",)
 
 
 def render_dynamic_config(retention_days: int) -> str:
@@ -60,7 +57,7 @@ def render_server_entrypoint() -> str:
     )
 
 
-def render_schema_script(host: str, user: str, databases: Sequence[str]) -> str:
+def render_schema_script(postgres: Endpoint, user: str, databases: Sequence[str]) -> str:
     """Create both databases, then set up or upgrade their schemas; every step is safe to re-run.
 
     The Postgres init job normally creates the databases first (and revokes everyone else's
@@ -73,7 +70,7 @@ def render_schema_script(host: str, user: str, databases: Sequence[str]) -> str:
         "set -eu",
         f'SQL_PASSWORD="$(cat {secret_path("temporal-db-password")})"',
         "export SQL_PASSWORD",
-        f'tool() {{ temporal-sql-tool --plugin postgres12 --ep {host} -p 5432 -u {user} "$@"; }}',
+        f'tool() {{ temporal-sql-tool --plugin postgres12 --ep {postgres.host} -p {postgres.port} -u {user} "$@"; }}',
         f"tool --db {default} create --defaultdb {default}",
         f"tool --db {visibility} create --defaultdb {default}",
         f"tool --db {default} setup-schema -v 0.0",
@@ -113,7 +110,7 @@ class TemporalArgs:
     app_network: docker.Network
     monitoring_network: docker.Network
     server_address: str
-    postgres_host: str
+    postgres: Endpoint
     user: str
     databases: tuple[str, str]
     password: pulumi.Input[str]
@@ -130,12 +127,12 @@ class Temporal(pulumi.ComponentResource):
     def __init__(self, name: str, args: TemporalArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagecraft:temporal:Temporal", name, None, opts)
         naming = args.naming
-        self.host = naming.container("temporal")
-        self.address = f"{self.host}:{FRONTEND_PORT}"
+        self.endpoint = Endpoint(naming.container("temporal"), FRONTEND_PORT)
+        self.scrape_targets = [ScrapeTarget("temporal", Endpoint(self.endpoint.host, METRICS_PORT).address)]
         data = Attachment(args.data_network)
         password_file = {"temporal-db-password": args.password}
         self.schema_job = HardenedContainer(
-            "temporal-schema",
+            f"{name}-schema",
             ContainerArgs(
                 naming=naming,
                 service="temporal-schema",
@@ -143,16 +140,15 @@ class Temporal(pulumi.ComponentResource):
                 networks=[data],
                 entrypoint=["/bin/sh", config_path("schema.sh")],
                 secret_files=password_file,
-                config_files={"schema.sh": render_schema_script(args.postgres_host, args.user, args.databases)},
+                config_files={"schema.sh": render_schema_script(args.postgres, args.user, args.databases)},
                 executable_files=frozenset({"schema.sh"}),
-                tmpfs={"/tmp": tmpfs_options(16)},
                 one_shot=True,
                 depends_on=args.depends_on,
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child(self, was="temporal-schema"),
         )
         self.server = HardenedContainer(
-            "temporal",
+            f"{name}-server",
             ContainerArgs(
                 naming=naming,
                 service="temporal",
@@ -164,8 +160,8 @@ class Temporal(pulumi.ComponentResource):
                 entrypoint=["/bin/sh", config_path("entrypoint.sh")],
                 env={
                     "DB": "postgres12",
-                    "DB_PORT": "5432",
-                    "POSTGRES_SEEDS": args.postgres_host,
+                    "DB_PORT": str(args.postgres.port),
+                    "POSTGRES_SEEDS": args.postgres.host,
                     "POSTGRES_USER": args.user,
                     "DBNAME": args.databases[0],
                     "VISIBILITY_DBNAME": args.databases[1],
@@ -184,17 +180,17 @@ class Temporal(pulumi.ComponentResource):
                 # The image renders its config file into /etc/temporal/config at start, so its
                 # root filesystem stays writable; everything else is as hardened as the rest.
                 read_only=False,
-                tmpfs={"/tmp": tmpfs_options(64)},
+                tmp_mb=64,
                 health_test=[
                     "CMD-SHELL",
                     f"temporal operator cluster health --address 127.0.0.1:{FRONTEND_PORT} | grep -q SERVING",
                 ],
                 depends_on=[self.schema_job.container],
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child(self, was="temporal"),
         )
         self.namespace_job = HardenedContainer(
-            "temporal-namespace",
+            f"{name}-namespace",
             ContainerArgs(
                 naming=naming,
                 service="temporal-namespace",
@@ -203,36 +199,34 @@ class Temporal(pulumi.ComponentResource):
                 entrypoint=["/bin/sh", config_path("namespace.sh")],
                 config_files={
                     "namespace.sh": render_namespace_script(
-                        self.address, args.settings.namespace, args.settings.retention_days
+                        self.endpoint.address, args.settings.namespace, args.settings.retention_days
                     )
                 },
                 executable_files=frozenset({"namespace.sh"}),
-                tmpfs={"/tmp": tmpfs_options(16)},
                 one_shot=True,
                 depends_on=[self.server.container],
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child(self, was="temporal-namespace"),
         )
         self.ui = HardenedContainer(
-            "temporal-ui",
+            f"{name}-ui",
             ContainerArgs(
                 naming=naming,
                 service="temporal-ui",
                 settings=args.ui_settings,
                 networks=[Attachment(args.data_network), Attachment(args.app_network, aliases=("temporal-ui",))],
                 env={
-                    "TEMPORAL_ADDRESS": self.address,
+                    "TEMPORAL_ADDRESS": self.endpoint.address,
                     "TEMPORAL_UI_PORT": str(UI_PORT),
                     "TEMPORAL_CORS_ORIGINS": ",".join(args.cors_origins),
                     "TEMPORAL_DEFAULT_NAMESPACE": args.settings.namespace,
                 },
                 # The UI renders its config file at start; see the server above.
                 read_only=False,
-                tmpfs={"/tmp": tmpfs_options(16)},
                 health_test=wget_check(UI_PORT, "/healthz"),
                 ports=args.ui_ports,
                 depends_on=[self.namespace_job.container],
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child(self, was="temporal-ui"),
         )
-        self.register_outputs({"address": self.address})
+        self.register_outputs({"address": self.endpoint.address})

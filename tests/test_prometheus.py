@@ -11,15 +11,8 @@ import yaml
 from conftest import require_tool
 
 from components.config import StackConfig
-from components.monitoring import (
-    ProcessLimit,
-    ScrapeTarget,
-    alert_rules,
-    render_alert_rules,
-    render_grafana_datasource,
-    render_overview_dashboard,
-    render_prometheus_config,
-)
+from components.containers.endpoints import ScrapeTarget
+from components.services.prometheus import ProcessLimit, alert_rules, render_alert_rules, render_prometheus_config
 
 TARGETS = [ScrapeTarget("prometheus", "127.0.0.1:9090"), ScrapeTarget("api", "acme-staging-api:8001")]
 
@@ -137,11 +130,3 @@ def test_every_alert_fires_on_synthetic_series(stack: str, configs: dict[str, St
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(rules) >= 8
 
-
-def test_grafana_provisioning_points_at_prometheus() -> None:
-    datasource = yaml.safe_load(render_grafana_datasource("http://acme-staging-prometheus:9090"))
-    assert datasource["datasources"][0]["url"] == "http://acme-staging-prometheus:9090"
-    import json
-
-    dashboard = json.loads(render_overview_dashboard("staging"))
-    assert dashboard["panels"] and all(p["datasource"]["uid"] == "prometheus" for p in dashboard["panels"])

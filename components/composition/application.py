@@ -1,0 +1,247 @@
+"""The application layer: one environment's containers on the Docker host, each service handed
+the endpoints, secrets and networks it needs, and gated on what it really depends on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from components.config import StackConfig
+from components.containers.network import Networks, NetworksArgs, host_address
+from components.naming import Naming
+from components.resources import child
+from components.services import grafana
+from components.services.api import Api, ApiArgs, Dependencies
+from components.services.chroma import Chroma, ChromaArgs
+from components.services.exporters import Exporters, ExportersArgs
+from components.services.grafana import Grafana, GrafanaArgs
+from components.services.postgres import Postgres, PostgresArgs
+from components.services.prometheus import ProcessLimit, Prometheus, PrometheusArgs
+from components.services.proxy import ProxyArgs, ReverseProxy, Upstreams
+from components.services.redis import Redis, RedisArgs
+from components.services.temporal import SERVER_HOST_INDEX, UI_PORT, Temporal, TemporalArgs
+from components.services.web import Web, WebArgs
+
+
+def debug_port(host_port: int | None, container_port: int) -> list[docker.ContainerPortArgs]:
+    """A staging debug port, published on 127.0.0.1 only."""
+    if host_port is None:
+        return []
+    return [docker.ContainerPortArgs(internal=container_port, external=host_port, ip="127.0.0.1")]
+
+
+@dataclass(frozen=True)
+class ApplicationLayerArgs:
+    config: StackConfig
+    naming: Naming
+    # The secrets' values by name (secret Outputs), delivered to containers as files.
+    secrets: Mapping[str, pulumi.Output[str]]
+
+
+class ApplicationLayer(pulumi.ComponentResource):
+    """Creates the networks and every service of one environment: Postgres, Redis, ChromaDB,
+    Temporal, the API and web front end, the exporters, Prometheus, Grafana and the reverse
+    proxy. Services never see each other's modules; this layer passes each one the others'
+    published endpoints and scrape targets."""
+
+    def __init__(self, name: str, args: ApplicationLayerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("stagecraft:application:ApplicationLayer", name, None, opts)
+        config, naming, secrets = args.config, args.naming, args.secrets
+        sc = config.stagecraft
+        services = sc.services
+        protect = config.is_prod
+        # Before the layers existed these components were the platform's own children, and
+        # Prometheus, Grafana and the exporters lived in one monitoring component.
+        previous_parent = opts.parent if opts else None
+        previous_monitoring = pulumi.create_urn(
+            "monitoring", "stagecraft:monitoring:Monitoring", parent=previous_parent
+        )
+
+        def was(old: str) -> pulumi.ResourceOptions:
+            return child(self, was=old, was_parent=previous_parent)
+
+        self.networks = Networks(
+            f"{name}-networks", NetworksArgs(naming=naming, settings=sc.network), opts=was("networks")
+        )
+        nets = self.networks.networks
+
+        self.postgres = Postgres(
+            f"{name}-postgres",
+            PostgresArgs(
+                naming=naming,
+                settings=services.postgres,
+                data_network=nets["data"],
+                superuser_password=secrets["postgres-superuser-password"],
+                app_password=secrets["app-db-password"],
+                temporal_password=secrets["temporal-db-password"],
+                monitor_password=secrets["postgres-exporter-password"],
+                protect=protect,
+            ),
+            opts=was("postgres"),
+        )
+        layout = self.postgres.layout
+        self.redis = Redis(
+            f"{name}-redis",
+            RedisArgs(
+                naming=naming,
+                settings=services.redis,
+                data_network=nets["data"],
+                password=secrets["redis-password"],
+                protect=protect,
+            ),
+            opts=was("redis"),
+        )
+        self.chroma = Chroma(
+            f"{name}-chroma",
+            ChromaArgs(naming=naming, settings=services.chroma, data_network=nets["data"], protect=protect),
+            opts=was("chroma"),
+        )
+        self.temporal = Temporal(
+            f"{name}-temporal",
+            TemporalArgs(
+                naming=naming,
+                settings=services.temporal,
+                ui_settings=services.temporal_ui,
+                admin_settings=services.temporal_admin_tools,
+                data_network=nets["data"],
+                app_network=nets["app"],
+                monitoring_network=nets["monitoring"],
+                server_address=host_address(sc.network.data, SERVER_HOST_INDEX),
+                postgres=self.postgres.endpoint,
+                user=layout.temporal_user,
+                databases=layout.temporal_databases,
+                password=secrets["temporal-db-password"],
+                cors_origins=sc.app.cors_origins,
+                ui_ports=debug_port(sc.debug_ports.temporal_ui, UI_PORT),
+                depends_on=[self.postgres.init_job.container],
+            ),
+            opts=was("temporal"),
+        )
+        self.api = Api(
+            f"{name}-api",
+            ApiArgs(
+                naming=naming,
+                settings=services.api,
+                app=sc.app,
+                dependencies=Dependencies(
+                    postgres=self.postgres.endpoint,
+                    database=layout.app_database,
+                    database_user=layout.app_user,
+                    redis=self.redis.endpoint,
+                    chroma=self.chroma.endpoint,
+                    temporal=self.temporal.endpoint,
+                    temporal_namespace=services.temporal.namespace,
+                ),
+                secrets=secrets,
+                data_network=nets["data"],
+                app_network=nets["app"],
+                monitoring_network=nets["monitoring"],
+                gcp_project=config.gcp.project,
+                ports=debug_port(sc.debug_ports.api, services.api.port),
+                depends_on=[
+                    self.postgres.init_job.container,
+                    self.redis.server.container,
+                    self.chroma.server.container,
+                    self.temporal.namespace_job.container,
+                ],
+            ),
+            opts=was("api"),
+        )
+        self.web = Web(
+            f"{name}-web",
+            WebArgs(
+                naming=naming,
+                settings=services.web,
+                app=sc.app,
+                api_url=f"https://{sc.domains.api}",
+                app_network=nets["app"],
+                ports=debug_port(sc.debug_ports.web, services.web.port),
+                depends_on=[self.api.server.container],
+            ),
+            opts=was("web"),
+        )
+        self.exporters = Exporters(
+            f"{name}-exporters",
+            ExportersArgs(
+                naming=naming,
+                services=services,
+                monitoring_network=nets["monitoring"],
+                data_network=nets["data"],
+                postgres=self.postgres.endpoint,
+                postgres_user=layout.monitor_user,
+                postgres_password=secrets["postgres-exporter-password"],
+                redis=self.redis.endpoint,
+                redis_password=secrets["redis-password"],
+                depends_on=[self.postgres.init_job.container, self.redis.server.container],
+                was_parent=previous_monitoring,
+            ),
+            opts=child(self),
+        )
+        self.prometheus = Prometheus(
+            f"{name}-prometheus",
+            PrometheusArgs(
+                naming=naming,
+                settings=services.prometheus,
+                monitoring=sc.monitoring,
+                monitoring_network=nets["monitoring"],
+                targets=[
+                    *self.api.scrape_targets,
+                    *self.temporal.scrape_targets,
+                    *self.exporters.scrape_targets,
+                    grafana.scrape_target(naming),
+                ],
+                process_limits=[
+                    ProcessLimit(job, settings.cpus, settings.memory_mb)
+                    for job, settings in (
+                        ("api", services.api),
+                        ("temporal", services.temporal),
+                        ("prometheus", services.prometheus),
+                        ("grafana", services.grafana),
+                    )
+                ],
+                protect=protect,
+                depends_on=self.exporters.containers,
+                was_parent=previous_monitoring,
+            ),
+            opts=child(self),
+        )
+        self.grafana = Grafana(
+            f"{name}-grafana",
+            GrafanaArgs(
+                naming=naming,
+                settings=services.grafana,
+                monitoring_network=nets["monitoring"],
+                app_network=nets["app"],
+                prometheus=self.prometheus.endpoint,
+                admin_password=secrets["grafana-admin-password"],
+                domain=sc.domains.grafana,
+                ports=debug_port(sc.debug_ports.grafana, grafana.PORT),
+                protect=protect,
+                depends_on=[self.prometheus.server.container],
+                was_parent=previous_monitoring,
+            ),
+            opts=child(self),
+        )
+        self.proxy = ReverseProxy(
+            f"{name}-proxy",
+            ProxyArgs(
+                naming=naming,
+                settings=services.proxy,
+                proxy=sc.proxy,
+                domains=sc.domains,
+                cors_origins=sc.app.cors_origins,
+                upstreams=Upstreams(
+                    api=self.api.endpoint.address,
+                    web=self.web.endpoint.address,
+                    grafana=self.grafana.endpoint.address,
+                ),
+                edge_network=nets["edge"],
+                app_network=nets["app"],
+                depends_on=[self.api.server.container, self.web.server.container, self.grafana.server.container],
+            ),
+            opts=was("proxy"),
+        )
+        self.register_outputs({"networks": self.networks.names})

@@ -1,0 +1,87 @@
+"""A stack's whole configuration as one pydantic model, split by concern:
+
+- ``base``: the strict model base, the secret type and shared field types;
+- ``app``, ``services``, ``cloud``, ``host``, ``operations``: one module per section, each model
+  checking the rules that touch only its own fields;
+- ``stack``: the whole config and the rules that set prod apart from staging;
+- ``errors``: messages that name the stack file and the key path;
+- ``loading``: from the Pulumi engine (a real run) or a stack file (preflight).
+"""
+
+from components.config.app import AppSettings, Domains
+from components.config.base import ConfigSecret
+from components.config.cloud import (
+    GENERATED_SECRETS,
+    PRIMITIVE_ROLES,
+    PUBLIC_MEMBERS,
+    WORKLOADS,
+    Gcp,
+    Identity,
+    ProvidedSecret,
+    SecretSettings,
+    Storage,
+)
+from components.config.errors import ConfigError, validate
+from components.config.host import DebugPorts, Docker, Network, ProvidedTls, Proxy, SelfSignedTls
+from components.config.loading import (
+    engine_view,
+    load_for_current_stack,
+    load_from_engine,
+    load_from_file,
+    read_stack_file,
+)
+from components.config.operations import AlertThresholds, Backup, Monitoring
+from components.config.services import (
+    ApiService,
+    AppService,
+    ChromaService,
+    PostgresService,
+    RedisService,
+    Service,
+    Services,
+    TemporalService,
+    image_is_pinned,
+)
+from components.config.stack import StackConfig, Stagecraft
+
+__all__ = [
+    "GENERATED_SECRETS",
+    "PRIMITIVE_ROLES",
+    "PUBLIC_MEMBERS",
+    "WORKLOADS",
+    "AlertThresholds",
+    "ApiService",
+    "AppService",
+    "AppSettings",
+    "Backup",
+    "ChromaService",
+    "ConfigError",
+    "ConfigSecret",
+    "DebugPorts",
+    "Docker",
+    "Domains",
+    "Gcp",
+    "Identity",
+    "Monitoring",
+    "Network",
+    "PostgresService",
+    "ProvidedSecret",
+    "ProvidedTls",
+    "Proxy",
+    "RedisService",
+    "SecretSettings",
+    "SelfSignedTls",
+    "Service",
+    "Services",
+    "StackConfig",
+    "Stagecraft",
+    "Storage",
+    "TemporalService",
+    "engine_view",
+    "image_is_pinned",
+    "load_for_current_stack",
+    "load_from_engine",
+    "load_from_file",
+    "read_stack_file",
+    "validate",
+]

@@ -1,0 +1,137 @@
+"""The Google Cloud side of a stack: its project, buckets, secrets and identities."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Literal, get_args
+
+from pydantic import Field
+
+from components.config.base import GCP_LOCATION, GCP_PROJECT, ROLE, ConfigSecret, KmsKey, Model, Problem
+
+# The workloads that get their own service account, and the secrets stagecraft generates.
+Workload = Literal["api", "web", "temporal", "backup", "monitoring"]
+WORKLOADS: tuple[str, ...] = get_args(Workload)
+GeneratedSecret = Literal[
+    "postgres-superuser-password",
+    "app-db-password",
+    "temporal-db-password",
+    "redis-password",
+    "grafana-admin-password",
+    "api-secret-key",
+    "jwt-signing-key",
+    "postgres-exporter-password",
+]
+GENERATED_SECRETS: tuple[str, ...] = get_args(GeneratedSecret)
+PRIMITIVE_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
+PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
+
+
+class Gcp(Model):
+    """The ``gcp:`` provider keys stagecraft reads."""
+
+    project: Annotated[str, Field(pattern=GCP_PROJECT)]
+    region: Annotated[str, Field(pattern=GCP_LOCATION)]
+    zone: Annotated[str, Field(pattern=r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")] | None = None
+
+
+class Storage(Model):
+    """The environment's GCS buckets."""
+
+    location: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9-]{1,30}$")]
+    versioning: bool = True
+    backup_retention_days: Annotated[int, Field(ge=1, le=3650)]
+    noncurrent_version_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    # Objects under the test-data/ prefix are deleted after this many days (staging seeds).
+    test_data_ttl_days: Annotated[int, Field(ge=1, le=365)] | None = None
+    soft_delete_days: Annotated[int, Field(ge=0, le=90)] = 7
+    access_log_retention_days: Annotated[int, Field(ge=1, le=3650)] = 365
+    kms_key: KmsKey | None = None
+
+    def problems(self) -> Iterator[Problem]:
+        if 0 < self.soft_delete_days < 7:
+            yield ("soft_delete_days", f"must be 0 (off) or between 7 and 90 (got {self.soft_delete_days})")
+
+
+class PasswordPolicy(Model):
+    """How generated secret values look (pulumi-random RandomPassword)."""
+
+    length: Annotated[int, Field(ge=16, le=128)] = 32
+    special: bool = True
+    min_upper: Annotated[int, Field(ge=0, le=16)] = 2
+    min_lower: Annotated[int, Field(ge=0, le=16)] = 2
+    min_numeric: Annotated[int, Field(ge=0, le=16)] = 2
+    min_special: Annotated[int, Field(ge=0, le=16)] = 0
+    # Characters some connection strings and config files choke on are left out.
+    override_special: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[!#%()*+,.:;<=>?\[\]^_{|}~-]+$")] = (
+        "-_.~!#%^*"
+    )
+
+    def problems(self) -> Iterator[Problem]:
+        floor = self.min_upper + self.min_lower + self.min_numeric + self.min_special
+        if floor > self.length:
+            yield ("length", f"must be >= the sum of the min_* counts ({floor}) (got {self.length})")
+
+
+class Replication(Model):
+    """Secret Manager replication: Google-chosen regions, or the listed ones."""
+
+    mode: Literal["automatic", "user_managed"] = "automatic"
+    locations: list[Annotated[str, Field(pattern=GCP_LOCATION)]] = Field(default_factory=list)
+
+    def problems(self) -> Iterator[Problem]:
+        if self.mode == "user_managed" and not self.locations:
+            yield ("locations", "must list at least one location when mode is user_managed")
+        if self.mode == "automatic" and self.locations:
+            yield ("locations", "must be empty when mode is automatic")
+
+
+class ProvidedSecret(Model):
+    """A secret the operator supplies (e.g. an SMTP password) instead of one generated here."""
+
+    value: ConfigSecret
+    accessors: Annotated[list[Workload], Field(min_length=1)]
+
+
+class SecretSettings(Model):
+    """Secret Manager settings for this environment."""
+
+    password: PasswordPolicy = PasswordPolicy()
+    replication: Replication = Replication()
+    kms_key: KmsKey | None = None
+    deletion_protection: bool = False
+    # Days a destroyed version stays recoverable (Secret Manager's delayed destroy); None: immediate.
+    version_destroy_ttl_days: Annotated[int, Field(ge=1, le=365)] | None = None
+    provided: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,40}[a-z0-9]$")], ProvidedSecret] = Field(
+        default_factory=dict
+    )
+    # Bump a secret's generation to rotate it: a new value and a new Secret Manager version.
+    generations: dict[GeneratedSecret, Annotated[int, Field(ge=1, le=10000)]] = Field(default_factory=dict)
+
+    def problems(self) -> Iterator[Problem]:
+        if self.kms_key and self.replication.mode == "user_managed":
+            key_location = self.kms_key.split("/")[3]
+            for index, location in enumerate(self.replication.locations):
+                if location != key_location:
+                    yield (
+                        f"replication.locations.{index}",
+                        f"must equal the kms_key's location {key_location!r} (got {location!r})",
+                    )
+        for name in self.provided:
+            if name in GENERATED_SECRETS:
+                yield (f"provided.{name}", "clashes with a generated secret; choose another name")
+
+
+class Identity(Model):
+    """Extra project-level roles per workload, for roles GCP grants only on a project."""
+
+    project_roles: dict[Workload, list[Annotated[str, Field(pattern=ROLE)]]] = Field(default_factory=dict)
+
+    def problems(self) -> Iterator[Problem]:
+        for workload, roles in self.project_roles.items():
+            for index, role in enumerate(roles):
+                if role in PRIMITIVE_ROLES:
+                    yield (
+                        f"project_roles.{workload}.{index}",
+                        f"primitive role {role} is not allowed; grant a predefined role on the resource instead",
+                    )

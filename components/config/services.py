@@ -1,0 +1,103 @@
+"""Every container of the application stack: its pinned image, its limits, its healthcheck."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from pydantic import Field
+
+from components.config.base import IMAGE_REF, Model, Problem
+
+
+def image_is_pinned(image: str) -> bool:
+    """A tag naming a version (not `latest`), or a digest."""
+    if "@sha256:" in image:
+        return True
+    name, _, tag = image.rpartition(":")
+    if not name or "/" in tag:
+        return False
+    return tag != "latest" and any(ch.isdigit() for ch in tag)
+
+
+class Healthcheck(Model):
+    """Docker healthcheck timing: every 30 s, 10 s to answer, 3 failures, 60 s to start."""
+
+    interval_s: Annotated[int, Field(ge=5, le=300)] = 30
+    timeout_s: Annotated[int, Field(ge=1, le=120)] = 10
+    retries: Annotated[int, Field(ge=1, le=10)] = 3
+    start_period_s: Annotated[int, Field(ge=0, le=600)] = 60
+
+    def problems(self) -> Iterator[Problem]:
+        if self.timeout_s >= self.interval_s:
+            yield ("timeout_s", f"must be < interval_s ({self.interval_s}) (got {self.timeout_s})")
+
+
+class Service(Model):
+    """One container: its pinned image and its limits."""
+
+    image: Annotated[str, Field(pattern=IMAGE_REF)]
+    memory_mb: Annotated[int, Field(ge=32, le=65536)]
+    cpus: Annotated[float, Field(gt=0, le=32)]
+    healthcheck: Healthcheck = Healthcheck()
+
+    def problems(self) -> Iterator[Problem]:
+        if not image_is_pinned(self.image):
+            yield (
+                "image",
+                f"must be pinned to a version tag or a sha256 digest, e.g. `postgres:15.10` (got {self.image!r})",
+            )
+
+
+class PostgresService(Service):
+    memory_mb: Annotated[int, Field(ge=256, le=65536)]
+
+
+class RedisService(Service):
+    memory_mb: Annotated[int, Field(ge=64, le=65536)]
+
+
+class ChromaService(Service):
+    memory_mb: Annotated[int, Field(ge=256, le=65536)]
+
+
+class TemporalService(Service):
+    memory_mb: Annotated[int, Field(ge=256, le=65536)]
+    namespace: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")] = "default"
+    retention_days: Annotated[int, Field(ge=1, le=365)] = 3
+
+
+class AppService(Service):
+    """The API or the web front end: images the application team builds."""
+
+    port: Annotated[int, Field(ge=1024, le=65535)]
+    health_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9/._-]*$")] = "/health"
+    # The healthcheck runs inside the image; name a tool it has. Default: curl on health_path.
+    health_command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
+
+
+class ApiService(AppService):
+    memory_mb: Annotated[int, Field(ge=128, le=65536)]
+    metrics_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9/._-]*$")] = "/metrics"
+    migrate_command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = Field(
+        default_factory=lambda: ["alembic", "upgrade", "head"]
+    )
+
+
+class Services(Model):
+    """Every container of the application stack."""
+
+    postgres: PostgresService
+    redis: RedisService
+    chroma: ChromaService
+    temporal: TemporalService
+    temporal_ui: Service
+    temporal_admin_tools: Service
+    api: ApiService
+    web: AppService
+    proxy: Service
+    prometheus: Service
+    grafana: Service
+    postgres_exporter: Service
+    redis_exporter: Service
+    node_exporter: Service
