@@ -190,5 +190,3 @@ def _reveal(value: Any) -> Any:
     if isinstance(value, list):
         return [_reveal(v) for v in value]
     return value
-
-

@@ -42,23 +42,6 @@ def tmpfs_options(size_mb: int | None = None, owner: str | None = None, mode: st
     return ",".join(options)
 
 
-def data_volume(
-    name: str,
-    naming: Naming,
-    service: str,
-    protect: bool,
-    parent: pulumi.Resource,
-    was_parent: pulumi.Input[str] | None = None,
-) -> docker.Volume:
-    """The named volume holding a stateful service's data; prod protects and retains it."""
-    return docker.Volume(
-        f"{name}-data",
-        name=naming.volume(service),
-        labels=volume_labels(naming.labels(service=service)),
-        opts=child(parent, was=f"{service}-data", was_parent=was_parent, protect=protect, retain_on_delete=protect),
-    )
-
-
 def _duration(seconds: int) -> str:
     return f"{seconds}s"
 

@@ -9,12 +9,12 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import ApiService, AppSettings
-from components.containers.container import Attachment, ContainerArgs, HardenedContainer, secret_path
+from components.containers.container import Attachment, secret_path
 from components.containers.endpoints import Endpoint, ScrapeTarget
 from components.containers.environment import app_environment
 from components.containers.healthchecks import http_check
+from components.containers.service import ServiceComponent
 from components.naming import Naming
-from components.resources import child
 
 # The secrets the API reads, each as a file of the same name; its workload's grants follow from
 # this list.
@@ -49,13 +49,13 @@ class ApiArgs:
     depends_on: Sequence[pulumi.Resource] = ()
 
 
-class Api(pulumi.ComponentResource):
+class Api(ServiceComponent):
     """Creates the API container and its one-shot migration job (``alembic upgrade head``
     unless config says otherwise). The migration runs with the new image and must finish
     before the API container is replaced; secrets reach both as files only."""
 
     def __init__(self, name: str, args: ApiArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("stagecraft:api:Api", name, None, opts)
+        super().__init__("stagecraft:api:Api", name, args.naming, opts)
         naming = args.naming
         deps = args.dependencies
         self.endpoint = Endpoint(naming.container("api"), args.settings.port)
@@ -80,40 +80,32 @@ class Api(pulumi.ComponentResource):
             "METRICS_PATH": args.settings.metrics_path,
         }
         secret_files = {secret: args.secrets[secret] for secret in SECRETS}
-        self.migration = HardenedContainer(
-            f"{name}-migrate",
-            ContainerArgs(
-                naming=naming,
-                service="api-migrate",
-                settings=args.settings,
-                networks=[Attachment(args.data_network)],
-                command=list(args.settings.migrate_command),
-                env=base_env,
-                secret_files=secret_files,
-                tmp_mb=128,
-                one_shot=True,
-                depends_on=args.depends_on,
-            ),
-            opts=child(self, was="api-migrate"),
+        self.migration = self.container(
+            "migrate",
+            "api-migrate",
+            args.settings,
+            networks=[Attachment(args.data_network)],
+            command=list(args.settings.migrate_command),
+            env=base_env,
+            secret_files=secret_files,
+            tmp_mb=128,
+            one_shot=True,
+            depends_on=args.depends_on,
         )
-        self.server = HardenedContainer(
-            f"{name}-server",
-            ContainerArgs(
-                naming=naming,
-                service="api",
-                settings=args.settings,
-                networks=[
-                    Attachment(args.app_network, aliases=("api",)),
-                    Attachment(args.data_network),
-                    Attachment(args.monitoring_network, aliases=("api",)),
-                ],
-                env={**base_env, "GCS_UPLOADS_BUCKET": naming.bucket("uploads")},
-                secret_files=secret_files,
-                tmp_mb=128,
-                health_test=http_check(args.settings.port, args.settings.health_path, args.settings.health_command),
-                ports=args.ports,
-                depends_on=[self.migration.container],
-            ),
-            opts=child(self, was="api"),
+        self.server = self.container(
+            "server",
+            "api",
+            args.settings,
+            networks=[
+                Attachment(args.app_network, aliases=("api",)),
+                Attachment(args.data_network),
+                Attachment(args.monitoring_network, aliases=("api",)),
+            ],
+            env={**base_env, "GCS_UPLOADS_BUCKET": naming.bucket("uploads")},
+            secret_files=secret_files,
+            tmp_mb=128,
+            health_test=http_check(args.settings.port, args.settings.health_path, args.settings.health_command),
+            ports=args.ports,
+            depends_on=[self.migration.container],
         )
         self.register_outputs({"host": self.endpoint.host})

@@ -8,10 +8,10 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import ChromaService
-from components.containers.container import Attachment, ContainerArgs, HardenedContainer, config_path, data_volume
+from components.containers.container import Attachment, config_path
 from components.containers.endpoints import Endpoint
+from components.containers.service import ServiceComponent
 from components.naming import Naming
-from components.resources import child
 
 PORT = 8000
 HEARTBEAT = "/api/v2/heartbeat"  # v1 paths answer 410 in Chroma 1.x
@@ -48,28 +48,24 @@ class ChromaArgs:
     protect: bool = False
 
 
-class Chroma(pulumi.ComponentResource):
+class Chroma(ServiceComponent):
     """Creates ChromaDB. Chroma 1.x has no authentication of its own, so it joins only the
     internal data network (shared with the API) and publishes no port in any environment."""
 
     def __init__(self, name: str, args: ChromaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("stagecraft:chroma:Chroma", name, None, opts)
+        super().__init__("stagecraft:chroma:Chroma", name, args.naming, opts)
         naming = args.naming
         self.endpoint = Endpoint(naming.container("chroma"), PORT)
-        self.volume = data_volume(name, naming, "chroma", args.protect, self)
-        self.server = HardenedContainer(
-            f"{name}-server",
-            ContainerArgs(
-                naming=naming,
-                service="chroma",
-                settings=args.settings,
-                networks=[Attachment(args.data_network, aliases=("chroma",))],
-                command=["run", config_path("chroma.yaml")],
-                config_files={"chroma.yaml": render_chroma_config()},
-                health_test=heartbeat_check(),
-                volumes={"/data": self.volume.name},
-                tmp_mb=64,
-            ),
-            opts=child(self, was="chroma"),
+        self.volume = self.data_volume("chroma", args.protect)
+        self.server = self.container(
+            "server",
+            "chroma",
+            args.settings,
+            networks=[Attachment(args.data_network, aliases=("chroma",))],
+            command=["run", config_path("chroma.yaml")],
+            config_files={"chroma.yaml": render_chroma_config()},
+            health_test=heartbeat_check(),
+            volumes={"/data": self.volume.name},
+            tmp_mb=64,
         )
         self.register_outputs({"host": self.endpoint.host})

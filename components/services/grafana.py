@@ -14,16 +14,13 @@ import yaml
 from components.config import Service
 from components.containers.container import (
     Attachment,
-    ContainerArgs,
-    HardenedContainer,
     config_path,
-    data_volume,
     secret_path,
 )
 from components.containers.endpoints import Endpoint, ScrapeTarget
 from components.containers.healthchecks import wget_check
+from components.containers.service import ServiceComponent
 from components.naming import Naming
-from components.resources import child
 
 PORT = 3000
 GRAFANA_UID = "472"  # the `grafana` user of the official image
@@ -108,57 +105,53 @@ class GrafanaArgs:
     was_parent: pulumi.Input[str] | None = None
 
 
-class Grafana(pulumi.ComponentResource):
+class Grafana(ServiceComponent):
     """Creates Grafana: admin password from a file, sign-up and anonymous access off, secure
     cookies, the Prometheus datasource and the dashboards in components/dashboards provisioned
     read-only, data on a named volume."""
 
     def __init__(self, name: str, args: GrafanaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("stagecraft:grafana:Grafana", name, None, opts)
+        super().__init__("stagecraft:grafana:Grafana", name, args.naming, opts, was_parent=args.was_parent)
         naming = args.naming
         self.endpoint = endpoint(naming)
         self.scrape_targets = [scrape_target(naming)]
-        self.volume = data_volume(name, naming, "grafana", args.protect, self, was_parent=args.was_parent)
+        self.volume = self.data_volume("grafana", args.protect)
         provisioning = "provisioning"
         dashboards = {
             f"dashboards/{dashboard}.json": render_dashboard(dashboard, naming.environment)
             for dashboard in dashboard_names()
         }
-        self.server = HardenedContainer(
-            f"{name}-server",
-            ContainerArgs(
-                naming=naming,
-                service="grafana",
-                settings=args.settings,
-                networks=[
-                    Attachment(args.monitoring_network),
-                    Attachment(args.app_network, aliases=("grafana",)),
-                ],
-                env={
-                    "GF_SECURITY_ADMIN_USER": "admin",
-                    "GF_SECURITY_ADMIN_PASSWORD__FILE": secret_path("grafana-admin-password"),
-                    "GF_USERS_ALLOW_SIGN_UP": "false",
-                    "GF_AUTH_ANONYMOUS_ENABLED": "false",
-                    "GF_SECURITY_COOKIE_SECURE": "true",
-                    "GF_SECURITY_DISABLE_GRAVATAR": "true",
-                    "GF_ANALYTICS_REPORTING_ENABLED": "false",
-                    "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
-                    "GF_SERVER_ROOT_URL": f"https://{args.domain}/",
-                    "GF_PATHS_PROVISIONING": config_path(provisioning),
-                },
-                secret_files={"grafana-admin-password": args.admin_password},
-                config_files={
-                    f"{provisioning}/datasources/prometheus.yaml": render_datasource(args.prometheus.url()),
-                    f"{provisioning}/dashboards/stagecraft.yaml": render_dashboard_provider(config_path("dashboards")),
-                    **dashboards,
-                },
-                user=f"{GRAFANA_UID}:{GRAFANA_UID}",
-                file_owner=GRAFANA_UID,
-                volumes={"/var/lib/grafana": self.volume.name},
-                health_test=wget_check(PORT, "/api/health"),
-                ports=args.ports,
-                depends_on=args.depends_on,
-            ),
-            opts=child(self, was="grafana", was_parent=args.was_parent),
+        self.server = self.container(
+            "server",
+            "grafana",
+            args.settings,
+            networks=[
+                Attachment(args.monitoring_network),
+                Attachment(args.app_network, aliases=("grafana",)),
+            ],
+            env={
+                "GF_SECURITY_ADMIN_USER": "admin",
+                "GF_SECURITY_ADMIN_PASSWORD__FILE": secret_path("grafana-admin-password"),
+                "GF_USERS_ALLOW_SIGN_UP": "false",
+                "GF_AUTH_ANONYMOUS_ENABLED": "false",
+                "GF_SECURITY_COOKIE_SECURE": "true",
+                "GF_SECURITY_DISABLE_GRAVATAR": "true",
+                "GF_ANALYTICS_REPORTING_ENABLED": "false",
+                "GF_ANALYTICS_CHECK_FOR_UPDATES": "false",
+                "GF_SERVER_ROOT_URL": f"https://{args.domain}/",
+                "GF_PATHS_PROVISIONING": config_path(provisioning),
+            },
+            secret_files={"grafana-admin-password": args.admin_password},
+            config_files={
+                f"{provisioning}/datasources/prometheus.yaml": render_datasource(args.prometheus.url()),
+                f"{provisioning}/dashboards/stagecraft.yaml": render_dashboard_provider(config_path("dashboards")),
+                **dashboards,
+            },
+            user=f"{GRAFANA_UID}:{GRAFANA_UID}",
+            file_owner=GRAFANA_UID,
+            volumes={"/var/lib/grafana": self.volume.name},
+            health_test=wget_check(PORT, "/api/health"),
+            ports=args.ports,
+            depends_on=args.depends_on,
         )
         self.register_outputs({"name": self.server.name})

@@ -9,18 +9,10 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import PostgresService
-from components.containers.container import (
-    Attachment,
-    ContainerArgs,
-    HardenedContainer,
-    config_path,
-    data_volume,
-    secret_path,
-    tmpfs_options,
-)
+from components.containers.container import Attachment, config_path, secret_path, tmpfs_options
 from components.containers.endpoints import Endpoint
+from components.containers.service import ServiceComponent
 from components.naming import Naming
-from components.resources import child
 from components.templates import render
 
 PORT = 5432
@@ -128,44 +120,39 @@ class PostgresArgs:
     protect: bool = False
 
 
-class Postgres(pulumi.ComponentResource):
+class Postgres(ServiceComponent):
     """Creates the Postgres 15 server (scram-sha-256 everywhere, memory settings derived from its
     limit, data on a named volume that prod protects and retains) and a one-shot job that
     applies the roles-and-databases script once the server is healthy."""
 
     def __init__(self, name: str, args: PostgresArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("stagecraft:postgres:Postgres", name, None, opts)
-        naming = args.naming
-        self.layout = DatabaseLayout.for_naming(naming)
-        self.endpoint = Endpoint(naming.container("postgres"), PORT)
-        self.volume = data_volume(name, naming, "postgres", args.protect, self)
+        super().__init__("stagecraft:postgres:Postgres", name, args.naming, opts)
+        self.layout = DatabaseLayout.for_naming(args.naming)
+        self.endpoint = Endpoint(args.naming.container("postgres"), PORT)
+        self.volume = self.data_volume("postgres", args.protect)
         network = [Attachment(args.data_network, aliases=("postgres",))]
         user = f"{POSTGRES_UID}:{POSTGRES_UID}"
-        self.server = HardenedContainer(
-            f"{name}-server",
-            ContainerArgs(
-                naming=naming,
-                service="postgres",
-                settings=args.settings,
-                networks=network,
-                command=server_command(args.settings.memory_mb),
-                env={
-                    "POSTGRES_USER": "postgres",
-                    "POSTGRES_PASSWORD_FILE": secret_path("postgres-superuser-password"),
-                    "POSTGRES_INITDB_ARGS": "--auth-host=scram-sha-256 --auth-local=scram-sha-256",
-                    "POSTGRES_HOST_AUTH_METHOD": "scram-sha-256",
-                    "PGDATA": "/var/lib/postgresql/data/pgdata",
-                },
-                secret_files={"postgres-superuser-password": args.superuser_password},
-                user=user,
-                file_owner=POSTGRES_UID,
-                health_test=readiness_check(),
-                volumes={"/var/lib/postgresql/data": self.volume.name},
-                tmp_mb=64,
-                tmpfs={"/var/run/postgresql": tmpfs_options(owner=POSTGRES_UID, mode="0775")},
-                shm_size_mb=max(64, args.settings.memory_mb // 4),
-            ),
-            opts=child(self, was="postgres"),
+        self.server = self.container(
+            "server",
+            "postgres",
+            args.settings,
+            network,
+            command=server_command(args.settings.memory_mb),
+            env={
+                "POSTGRES_USER": "postgres",
+                "POSTGRES_PASSWORD_FILE": secret_path("postgres-superuser-password"),
+                "POSTGRES_INITDB_ARGS": "--auth-host=scram-sha-256 --auth-local=scram-sha-256",
+                "POSTGRES_HOST_AUTH_METHOD": "scram-sha-256",
+                "PGDATA": "/var/lib/postgresql/data/pgdata",
+            },
+            secret_files={"postgres-superuser-password": args.superuser_password},
+            user=user,
+            file_owner=POSTGRES_UID,
+            health_test=readiness_check(),
+            volumes={"/var/lib/postgresql/data": self.volume.name},
+            tmp_mb=64,
+            tmpfs={"/var/run/postgresql": tmpfs_options(owner=POSTGRES_UID, mode="0775")},
+            shm_size_mb=max(64, args.settings.memory_mb // 4),
         )
         password_files = {
             "app": secret_path("app-db-password"),
@@ -173,29 +160,25 @@ class Postgres(pulumi.ComponentResource):
             "monitor": secret_path("postgres-exporter-password"),
         }
         host = self.endpoint.host
-        self.init_job = HardenedContainer(
-            f"{name}-init",
-            ContainerArgs(
-                naming=naming,
-                service="postgres-init",
-                settings=args.settings,
-                networks=network,
-                command=init_command(host, PORT, config_path("init.sql")),
-                env={"PGPASSFILE": secret_path("pgpass"), "PGCONNECT_TIMEOUT": "10"},
-                secret_files={
-                    "pgpass": pulumi.Output.from_input(args.superuser_password).apply(
-                        lambda password: render_pgpass(host, password)
-                    ),
-                    "app-db-password": args.app_password,
-                    "temporal-db-password": args.temporal_password,
-                    "postgres-exporter-password": args.monitor_password,
-                },
-                config_files={"init.sql": render_init_sql(self.layout, password_files)},
-                user=user,
-                file_owner=POSTGRES_UID,
-                one_shot=True,
-                depends_on=[self.server.container],
-            ),
-            opts=child(self, was="postgres-init"),
+        self.init_job = self.container(
+            "init",
+            "postgres-init",
+            args.settings,
+            network,
+            command=init_command(host, PORT, config_path("init.sql")),
+            env={"PGPASSFILE": secret_path("pgpass"), "PGCONNECT_TIMEOUT": "10"},
+            secret_files={
+                "pgpass": pulumi.Output.from_input(args.superuser_password).apply(
+                    lambda password: render_pgpass(host, password)
+                ),
+                "app-db-password": args.app_password,
+                "temporal-db-password": args.temporal_password,
+                "postgres-exporter-password": args.monitor_password,
+            },
+            config_files={"init.sql": render_init_sql(self.layout, password_files)},
+            user=user,
+            file_owner=POSTGRES_UID,
+            one_shot=True,
+            depends_on=[self.server.container],
         )
         self.register_outputs({"host": self.endpoint.host, "database": self.layout.app_database})

@@ -11,11 +11,11 @@ import yaml
 
 from components.config import AlertThresholds, Service
 from components.config import Monitoring as MonitoringSettings
-from components.containers.container import Attachment, ContainerArgs, HardenedContainer, config_path, data_volume
+from components.containers.container import Attachment, config_path
 from components.containers.endpoints import Endpoint, ScrapeTarget
 from components.containers.healthchecks import wget_check
+from components.containers.service import ServiceComponent
 from components.naming import Naming
-from components.resources import child
 
 PORT = 9090
 NOBODY = "65534"  # the images' `nobody` user
@@ -157,12 +157,12 @@ class PrometheusArgs:
     was_parent: pulumi.Input[str] | None = None
 
 
-class Prometheus(pulumi.ComponentResource):
+class Prometheus(ServiceComponent):
     """Creates Prometheus: retention and scrape interval from config, a job per scrape target it
     is given plus itself, and the alert rules with this environment's thresholds."""
 
     def __init__(self, name: str, args: PrometheusArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("stagecraft:prometheus:Prometheus", name, None, opts)
+        super().__init__("stagecraft:prometheus:Prometheus", name, args.naming, opts, was_parent=args.was_parent)
         naming = args.naming
         self.endpoint = Endpoint(naming.container("prometheus"), PORT)
         self.scrape_targets = [ScrapeTarget("prometheus", Endpoint("127.0.0.1", PORT).address)]
@@ -171,27 +171,23 @@ class Prometheus(pulumi.ComponentResource):
             [*self.scrape_targets, *args.targets], args.monitoring.scrape_interval_s, ["alerts.yml"], naming.environment
         )
         self.alert_rules = render_alert_rules(args.monitoring.alerts, args.process_limits, naming.environment)
-        self.volume = data_volume(name, naming, "prometheus", args.protect, self, was_parent=args.was_parent)
-        self.server = HardenedContainer(
-            f"{name}-server",
-            ContainerArgs(
-                naming=naming,
-                service="prometheus",
-                settings=args.settings,
-                networks=[Attachment(args.monitoring_network, aliases=("prometheus",))],
-                command=[
-                    f"--config.file={config_path('prometheus.yml')}",
-                    "--storage.tsdb.path=/prometheus",
-                    f"--storage.tsdb.retention.time={args.monitoring.retention_days}d",
-                    f"--web.listen-address=0.0.0.0:{PORT}",
-                ],
-                config_files={"prometheus.yml": self.config, "alerts.yml": self.alert_rules},
-                user=f"{NOBODY}:{NOBODY}",
-                file_owner=NOBODY,
-                volumes={"/prometheus": self.volume.name},
-                health_test=wget_check(PORT, "/-/ready"),
-                depends_on=args.depends_on,
-            ),
-            opts=child(self, was="prometheus", was_parent=args.was_parent),
+        self.volume = self.data_volume("prometheus", args.protect)
+        self.server = self.container(
+            "server",
+            "prometheus",
+            args.settings,
+            networks=[Attachment(args.monitoring_network, aliases=("prometheus",))],
+            command=[
+                f"--config.file={config_path('prometheus.yml')}",
+                "--storage.tsdb.path=/prometheus",
+                f"--storage.tsdb.retention.time={args.monitoring.retention_days}d",
+                f"--web.listen-address=0.0.0.0:{PORT}",
+            ],
+            config_files={"prometheus.yml": self.config, "alerts.yml": self.alert_rules},
+            user=f"{NOBODY}:{NOBODY}",
+            file_owner=NOBODY,
+            volumes={"/prometheus": self.volume.name},
+            health_test=wget_check(PORT, "/-/ready"),
+            depends_on=args.depends_on,
         )
         self.register_outputs({"name": self.server.name})

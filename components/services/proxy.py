@@ -12,13 +12,12 @@ import pulumi_tls as tls
 from components.config import Domains, ProvidedTls, Proxy, SelfSignedTls, Service
 from components.containers.container import (
     Attachment,
-    ContainerArgs,
-    HardenedContainer,
     config_path,
     secret_path,
     tmpfs_options,
 )
 from components.containers.healthchecks import wget_check
+from components.containers.service import ServiceComponent
 from components.naming import Naming
 from components.resources import child
 from components.templates import render
@@ -106,7 +105,7 @@ class ProxyArgs:
     depends_on: Sequence[pulumi.Resource] = ()
 
 
-class ReverseProxy(pulumi.ComponentResource):
+class ReverseProxy(ServiceComponent):
     """Creates the TLS material (a pulumi-tls CA and certificate for the stack's domains, or the
     certificate and key from config secrets) and the nginx container: the only container that
     publishes ports in prod."""
@@ -114,7 +113,7 @@ class ReverseProxy(pulumi.ComponentResource):
     ca_certificate: pulumi.Output[str] | None = None
 
     def __init__(self, name: str, args: ProxyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("stagecraft:proxy:ReverseProxy", name, None, opts)
+        super().__init__("stagecraft:proxy:ReverseProxy", name, args.naming, opts)
         certificate, key = self._tls(name, args)
         conf = render_nginx_conf(
             NginxSettings(
@@ -129,30 +128,26 @@ class ReverseProxy(pulumi.ComponentResource):
             )
         )
         bind = args.proxy.bind_address
-        self.server = HardenedContainer(
-            f"{name}-server",
-            ContainerArgs(
-                naming=args.naming,
-                service="proxy",
-                settings=args.settings,
-                networks=[Attachment(args.edge_network), Attachment(args.app_network)],
-                # Skip the image's entrypoint scripts: they rewrite /etc/nginx, which is read-only.
-                entrypoint=["nginx"],
-                command=["-c", config_path("nginx.conf"), "-g", "daemon off;"],
-                secret_files={"tls.crt": certificate, "tls.key": key},
-                config_files={"nginx.conf": conf},
-                # The master reads the key as root, then runs workers as an unprivileged user.
-                cap_add=("CHOWN", "SETUID", "SETGID"),
-                tmp_mb=64,
-                tmpfs={"/var/cache/nginx": tmpfs_options(64)},
-                health_test=wget_check(HEALTH_PORT, "/healthz"),
-                ports=[
-                    docker.ContainerPortArgs(internal=HTTP_PORT, external=args.proxy.http_port, ip=bind),
-                    docker.ContainerPortArgs(internal=HTTPS_PORT, external=args.proxy.https_port, ip=bind),
-                ],
-                depends_on=args.depends_on,
-            ),
-            opts=child(self, was="proxy"),
+        self.server = self.container(
+            "server",
+            "proxy",
+            args.settings,
+            networks=[Attachment(args.edge_network), Attachment(args.app_network)],
+            # Skip the image's entrypoint scripts: they rewrite /etc/nginx, which is read-only.
+            entrypoint=["nginx"],
+            command=["-c", config_path("nginx.conf"), "-g", "daemon off;"],
+            secret_files={"tls.crt": certificate, "tls.key": key},
+            config_files={"nginx.conf": conf},
+            # The master reads the key as root, then runs workers as an unprivileged user.
+            cap_add=("CHOWN", "SETUID", "SETGID"),
+            tmp_mb=64,
+            tmpfs={"/var/cache/nginx": tmpfs_options(64)},
+            health_test=wget_check(HEALTH_PORT, "/healthz"),
+            ports=[
+                docker.ContainerPortArgs(internal=HTTP_PORT, external=args.proxy.http_port, ip=bind),
+                docker.ContainerPortArgs(internal=HTTPS_PORT, external=args.proxy.https_port, ip=bind),
+            ],
+            depends_on=args.depends_on,
         )
         self.register_outputs({"name": self.server.name})
 

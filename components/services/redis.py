@@ -10,15 +10,12 @@ import pulumi_docker as docker
 from components.config import RedisService
 from components.containers.container import (
     Attachment,
-    ContainerArgs,
-    HardenedContainer,
     config_path,
-    data_volume,
     secret_path,
 )
 from components.containers.endpoints import Endpoint
+from components.containers.service import ServiceComponent
 from components.naming import Naming
-from components.resources import child
 
 PORT = 6379
 REDIS_UID = "999"  # the `redis` user of the official image
@@ -72,33 +69,29 @@ class RedisArgs:
     protect: bool = False
 
 
-class Redis(pulumi.ComponentResource):
+class Redis(ServiceComponent):
     """Creates the Redis server: AUTH required (password from a file), `maxmemory` derived
     from the container limit with `allkeys-lru`, append-only persistence on a named volume."""
 
     def __init__(self, name: str, args: RedisArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("stagecraft:redis:Redis", name, None, opts)
+        super().__init__("stagecraft:redis:Redis", name, args.naming, opts)
         naming = args.naming
         self.endpoint = Endpoint(naming.container("redis"), PORT)
-        self.volume = data_volume(name, naming, "redis", args.protect, self)
-        self.server = HardenedContainer(
-            f"{name}-server",
-            ContainerArgs(
-                naming=naming,
-                service="redis",
-                settings=args.settings,
-                networks=[Attachment(args.data_network, aliases=("redis",))],
-                command=["redis-server", config_path("redis.conf")],
-                secret_files={
-                    "redis-auth.conf": pulumi.Output.from_input(args.password).apply(render_auth_conf),
-                    "redis-password": args.password,
-                },
-                config_files={"redis.conf": render_redis_conf(args.settings.memory_mb, secret_path("redis-auth.conf"))},
-                user=f"{REDIS_UID}:{REDIS_UID}",
-                file_owner=REDIS_UID,
-                health_test=["CMD-SHELL", auth_ping(secret_path("redis-password"))],
-                volumes={"/data": self.volume.name},
-            ),
-            opts=child(self, was="redis"),
+        self.volume = self.data_volume("redis", args.protect)
+        self.server = self.container(
+            "server",
+            "redis",
+            args.settings,
+            networks=[Attachment(args.data_network, aliases=("redis",))],
+            command=["redis-server", config_path("redis.conf")],
+            secret_files={
+                "redis-auth.conf": pulumi.Output.from_input(args.password).apply(render_auth_conf),
+                "redis-password": args.password,
+            },
+            config_files={"redis.conf": render_redis_conf(args.settings.memory_mb, secret_path("redis-auth.conf"))},
+            user=f"{REDIS_UID}:{REDIS_UID}",
+            file_owner=REDIS_UID,
+            health_test=["CMD-SHELL", auth_ping(secret_path("redis-password"))],
+            volumes={"/data": self.volume.name},
         )
         self.register_outputs({"host": self.endpoint.host})

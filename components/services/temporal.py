@@ -9,11 +9,11 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import Service, TemporalService
-from components.containers.container import Attachment, ContainerArgs, HardenedContainer, config_path, secret_path
+from components.containers.container import Attachment, config_path, secret_path
 from components.containers.endpoints import Endpoint, ScrapeTarget
 from components.containers.healthchecks import wget_check
+from components.containers.service import ServiceComponent
 from components.naming import Naming
-from components.resources import child
 
 FRONTEND_PORT = 7233
 METRICS_PORT = 9090
@@ -119,114 +119,98 @@ class TemporalArgs:
     depends_on: Sequence[pulumi.Resource] = ()
 
 
-class Temporal(pulumi.ComponentResource):
+class Temporal(ServiceComponent):
     """Creates Temporal: a one-shot schema job (temporal-sql-tool) that finishes before the
     server starts, the server (Prometheus metrics, dynamic config file), a one-shot job that
     creates the namespace once the cluster is healthy, and the Temporal UI."""
 
     def __init__(self, name: str, args: TemporalArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("stagecraft:temporal:Temporal", name, None, opts)
+        super().__init__("stagecraft:temporal:Temporal", name, args.naming, opts)
         naming = args.naming
         self.endpoint = Endpoint(naming.container("temporal"), FRONTEND_PORT)
         self.scrape_targets = [ScrapeTarget("temporal", Endpoint(self.endpoint.host, METRICS_PORT).address)]
         data = Attachment(args.data_network)
         password_file = {"temporal-db-password": args.password}
-        self.schema_job = HardenedContainer(
-            f"{name}-schema",
-            ContainerArgs(
-                naming=naming,
-                service="temporal-schema",
-                settings=args.admin_settings,
-                networks=[data],
-                entrypoint=["/bin/sh", config_path("schema.sh")],
-                secret_files=password_file,
-                config_files={"schema.sh": render_schema_script(args.postgres, args.user, args.databases)},
-                executable_files=frozenset({"schema.sh"}),
-                one_shot=True,
-                depends_on=args.depends_on,
-            ),
-            opts=child(self, was="temporal-schema"),
+        self.schema_job = self.container(
+            "schema",
+            "temporal-schema",
+            args.admin_settings,
+            networks=[data],
+            entrypoint=["/bin/sh", config_path("schema.sh")],
+            secret_files=password_file,
+            config_files={"schema.sh": render_schema_script(args.postgres, args.user, args.databases)},
+            executable_files=frozenset({"schema.sh"}),
+            one_shot=True,
+            depends_on=args.depends_on,
         )
-        self.server = HardenedContainer(
-            f"{name}-server",
-            ContainerArgs(
-                naming=naming,
-                service="temporal",
-                settings=args.settings,
-                networks=[
-                    Attachment(args.data_network, aliases=("temporal",), ipv4_address=args.server_address),
-                    Attachment(args.monitoring_network, aliases=("temporal",)),
-                ],
-                entrypoint=["/bin/sh", config_path("entrypoint.sh")],
-                env={
-                    "DB": "postgres12",
-                    "DB_PORT": str(args.postgres.port),
-                    "POSTGRES_SEEDS": args.postgres.host,
-                    "POSTGRES_USER": args.user,
-                    "DBNAME": args.databases[0],
-                    "VISIBILITY_DBNAME": args.databases[1],
-                    "DYNAMIC_CONFIG_FILE_PATH": config_path("dynamic.yaml"),
-                    "PROMETHEUS_ENDPOINT": f"0.0.0.0:{METRICS_PORT}",
-                    "BIND_ON_IP": "0.0.0.0",
-                    "TEMPORAL_BROADCAST_ADDRESS": args.server_address,
-                    "LOG_LEVEL": "info",
-                },
-                secret_files=password_file,
-                config_files={
-                    "entrypoint.sh": render_server_entrypoint(),
-                    "dynamic.yaml": render_dynamic_config(args.settings.retention_days),
-                },
-                executable_files=frozenset({"entrypoint.sh"}),
-                # The image renders its config file into /etc/temporal/config at start, so its
-                # root filesystem stays writable; everything else is as hardened as the rest.
-                read_only=False,
-                tmp_mb=64,
-                health_test=[
-                    "CMD-SHELL",
-                    f"temporal operator cluster health --address 127.0.0.1:{FRONTEND_PORT} | grep -q SERVING",
-                ],
-                depends_on=[self.schema_job.container],
-            ),
-            opts=child(self, was="temporal"),
+        self.server = self.container(
+            "server",
+            "temporal",
+            args.settings,
+            networks=[
+                Attachment(args.data_network, aliases=("temporal",), ipv4_address=args.server_address),
+                Attachment(args.monitoring_network, aliases=("temporal",)),
+            ],
+            entrypoint=["/bin/sh", config_path("entrypoint.sh")],
+            env={
+                "DB": "postgres12",
+                "DB_PORT": str(args.postgres.port),
+                "POSTGRES_SEEDS": args.postgres.host,
+                "POSTGRES_USER": args.user,
+                "DBNAME": args.databases[0],
+                "VISIBILITY_DBNAME": args.databases[1],
+                "DYNAMIC_CONFIG_FILE_PATH": config_path("dynamic.yaml"),
+                "PROMETHEUS_ENDPOINT": f"0.0.0.0:{METRICS_PORT}",
+                "BIND_ON_IP": "0.0.0.0",
+                "TEMPORAL_BROADCAST_ADDRESS": args.server_address,
+                "LOG_LEVEL": "info",
+            },
+            secret_files=password_file,
+            config_files={
+                "entrypoint.sh": render_server_entrypoint(),
+                "dynamic.yaml": render_dynamic_config(args.settings.retention_days),
+            },
+            executable_files=frozenset({"entrypoint.sh"}),
+            # The image renders its config file into /etc/temporal/config at start, so its
+            # root filesystem stays writable; everything else is as hardened as the rest.
+            read_only=False,
+            tmp_mb=64,
+            health_test=[
+                "CMD-SHELL",
+                f"temporal operator cluster health --address 127.0.0.1:{FRONTEND_PORT} | grep -q SERVING",
+            ],
+            depends_on=[self.schema_job.container],
         )
-        self.namespace_job = HardenedContainer(
-            f"{name}-namespace",
-            ContainerArgs(
-                naming=naming,
-                service="temporal-namespace",
-                settings=args.admin_settings,
-                networks=[data],
-                entrypoint=["/bin/sh", config_path("namespace.sh")],
-                config_files={
-                    "namespace.sh": render_namespace_script(
-                        self.endpoint.address, args.settings.namespace, args.settings.retention_days
-                    )
-                },
-                executable_files=frozenset({"namespace.sh"}),
-                one_shot=True,
-                depends_on=[self.server.container],
-            ),
-            opts=child(self, was="temporal-namespace"),
+        self.namespace_job = self.container(
+            "namespace",
+            "temporal-namespace",
+            args.admin_settings,
+            networks=[data],
+            entrypoint=["/bin/sh", config_path("namespace.sh")],
+            config_files={
+                "namespace.sh": render_namespace_script(
+                    self.endpoint.address, args.settings.namespace, args.settings.retention_days
+                )
+            },
+            executable_files=frozenset({"namespace.sh"}),
+            one_shot=True,
+            depends_on=[self.server.container],
         )
-        self.ui = HardenedContainer(
-            f"{name}-ui",
-            ContainerArgs(
-                naming=naming,
-                service="temporal-ui",
-                settings=args.ui_settings,
-                networks=[Attachment(args.data_network), Attachment(args.app_network, aliases=("temporal-ui",))],
-                env={
-                    "TEMPORAL_ADDRESS": self.endpoint.address,
-                    "TEMPORAL_UI_PORT": str(UI_PORT),
-                    "TEMPORAL_CORS_ORIGINS": ",".join(args.cors_origins),
-                    "TEMPORAL_DEFAULT_NAMESPACE": args.settings.namespace,
-                },
-                # The UI renders its config file at start; see the server above.
-                read_only=False,
-                health_test=wget_check(UI_PORT, "/healthz"),
-                ports=args.ui_ports,
-                depends_on=[self.namespace_job.container],
-            ),
-            opts=child(self, was="temporal-ui"),
+        self.ui = self.container(
+            "ui",
+            "temporal-ui",
+            args.ui_settings,
+            networks=[Attachment(args.data_network), Attachment(args.app_network, aliases=("temporal-ui",))],
+            env={
+                "TEMPORAL_ADDRESS": self.endpoint.address,
+                "TEMPORAL_UI_PORT": str(UI_PORT),
+                "TEMPORAL_CORS_ORIGINS": ",".join(args.cors_origins),
+                "TEMPORAL_DEFAULT_NAMESPACE": args.settings.namespace,
+            },
+            # The UI renders its config file at start; see the server above.
+            read_only=False,
+            health_test=wget_check(UI_PORT, "/healthz"),
+            ports=args.ui_ports,
+            depends_on=[self.namespace_job.container],
         )
         self.register_outputs({"address": self.endpoint.address})

@@ -9,12 +9,12 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import AppService, AppSettings
-from components.containers.container import Attachment, ContainerArgs, HardenedContainer
+from components.containers.container import Attachment
 from components.containers.endpoints import Endpoint
 from components.containers.environment import app_environment
 from components.containers.healthchecks import http_check
+from components.containers.service import ServiceComponent
 from components.naming import Naming
-from components.resources import child
 
 
 @dataclass(frozen=True)
@@ -28,30 +28,26 @@ class WebArgs:
     depends_on: Sequence[pulumi.Resource] = ()
 
 
-class Web(pulumi.ComponentResource):
+class Web(ServiceComponent):
     """Creates the web front-end container; it holds no secrets and talks to the API through
     its public URL, so it joins only the app network."""
 
     def __init__(self, name: str, args: WebArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("stagecraft:web:Web", name, None, opts)
+        super().__init__("stagecraft:web:Web", name, args.naming, opts)
         self.endpoint = Endpoint(args.naming.container("web"), args.settings.port)
-        self.server = HardenedContainer(
-            f"{name}-server",
-            ContainerArgs(
-                naming=args.naming,
-                service="web",
-                settings=args.settings,
-                networks=[Attachment(args.app_network, aliases=("web",))],
-                env={
-                    **app_environment(args.naming.environment, args.app),
-                    "PORT": str(args.settings.port),
-                    "API_URL": args.api_url,
-                },
-                tmp_mb=64,
-                health_test=http_check(args.settings.port, args.settings.health_path, args.settings.health_command),
-                ports=args.ports,
-                depends_on=args.depends_on,
-            ),
-            opts=child(self, was="web"),
+        self.server = self.container(
+            "server",
+            "web",
+            args.settings,
+            networks=[Attachment(args.app_network, aliases=("web",))],
+            env={
+                **app_environment(args.naming.environment, args.app),
+                "PORT": str(args.settings.port),
+                "API_URL": args.api_url,
+            },
+            tmp_mb=64,
+            health_test=http_check(args.settings.port, args.settings.health_path, args.settings.health_command),
+            ports=args.ports,
+            depends_on=args.depends_on,
         )
         self.register_outputs({"host": self.endpoint.host})

@@ -1,0 +1,62 @@
+"""The base of every service component: it runs its containers and keeps its data volumes with
+the environment's names, under logical names prefixed with its own."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pulumi
+import pulumi_docker as docker
+
+from components.config import Service
+from components.containers.container import Attachment, ContainerArgs, HardenedContainer
+from components.containers.labels import volume_labels
+from components.naming import Naming
+from components.resources import child
+
+
+class ServiceComponent(pulumi.ComponentResource):
+    """A component that runs one service of one environment (its containers, its jobs, its data
+    volume). ``was_parent``: the resource its children lived under before the layout of
+    components changed, so their aliases find their old URNs."""
+
+    def __init__(
+        self,
+        type_: str,
+        name: str,
+        naming: Naming,
+        opts: pulumi.ResourceOptions | None = None,
+        was_parent: pulumi.Input[str] | None = None,
+    ) -> None:
+        super().__init__(type_, name, None, opts)
+        self.naming = naming
+        self._prefix = name
+        self._was_parent = was_parent
+
+    def container(
+        self,
+        suffix: str,
+        service: str,
+        settings: Service,
+        networks: Sequence[Attachment],
+        **options: Any,
+    ) -> HardenedContainer:
+        """A hardened container named ``<naming prefix>-<service>``; ``options`` are the other
+        fields of ``ContainerArgs``."""
+        return HardenedContainer(
+            f"{self._prefix}-{suffix}",
+            ContainerArgs(naming=self.naming, service=service, settings=settings, networks=networks, **options),
+            opts=child(self, was=service, was_parent=self._was_parent),
+        )
+
+    def data_volume(self, service: str, protect: bool) -> docker.Volume:
+        """The named volume holding the service's data; prod protects and retains it."""
+        return docker.Volume(
+            f"{self._prefix}-data",
+            name=self.naming.volume(service),
+            labels=volume_labels(self.naming.labels(service=service)),
+            opts=child(
+                self, was=f"{service}-data", was_parent=self._was_parent, protect=protect, retain_on_delete=protect
+            ),
+        )
