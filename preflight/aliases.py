@@ -70,9 +70,7 @@ def create_urn(name: str, type_: str, parent: str, project: str, stack: str) -> 
     return f"{parent[: parent.rindex('::')]}${type_}::{name}"
 
 
-def collapse(
-    urn: str, parent: str, spec: AliasSpec, matched: Mapping[str, str], stack: str, project: str
-) -> str:
+def collapse(urn: str, parent: str, spec: AliasSpec, matched: Mapping[str, str], stack: str, project: str) -> str:
     """The old URN one alias names. A missing part is the resource's own; an explicit parent is
     replaced by the old URN that parent matched, if it matched one."""
     if spec.urn:

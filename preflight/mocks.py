@@ -6,8 +6,11 @@ Fake values are derived from the stack and the resource, so two stacks never get
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import string
+from collections.abc import Mapping
 from typing import Any
 
 import pulumi
@@ -35,15 +38,27 @@ def fake_password(seed: str, inputs: dict[str, Any]) -> str:
 
 
 class PlanMocks(pulumi.runtime.Mocks):
-    """Provider stand-ins for ``preflight``; records every fake secret value it hands out."""
+    """Provider stand-ins for ``preflight``; records every fake secret value it hands out.
 
-    def __init__(self, stack: str, project_hint: str = "mock-project") -> None:
+    A one-shot job container exits 0 unless ``job_exit_codes`` names its service with another
+    code, to see how the program reacts to a failing job."""
+
+    def __init__(
+        self, stack: str, project_hint: str = "mock-project", job_exit_codes: Mapping[str, int] | None = None
+    ) -> None:
         self.stack = stack
         self.project_hint = project_hint
+        self.job_exit_codes = dict(job_exit_codes or {})
         self.secret_values: set[str] = set()
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        return {}, None
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        if args.token == "gcp:secretmanager/getSecretVersion:getSecretVersion":
+            # A secret the operator uploaded: a certificate or a key, depending on its name.
+            kind = "PRIVATE KEY" if "key" in str(args.args.get("secret", "")) else "CERTIFICATE"
+            value = _pem(kind, digest(self.stack, str(args.args.get("secret"))))
+            self.secret_values.add(value)
+            return {"secretData": value, "name": f"{args.args.get('secret')}/versions/1"}, []
+        return {}, []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         inputs = dict(args.inputs)
@@ -125,6 +140,40 @@ def _docker_object(_mocks: PlanMocks, seed: str, _project: str, _inputs: dict[st
     return digest(seed, "docker")[:64], {}
 
 
+def _container(mocks: PlanMocks, seed: str, _project: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A container; a job (attached, not kept running) has run to completion by now."""
+    outputs: dict[str, Any] = {}
+    if inputs.get("attach") and inputs.get("mustRun") is False:
+        labels = {
+            str(label.get("label")): label.get("value")
+            for label in inputs.get("labels") or []
+            if isinstance(label, dict)
+        }
+        service = labels.get("service", "")
+        code = mocks.job_exit_codes.get(service, 0)
+        outputs["exitCode"] = code
+        outputs["containerLogs"] = f"{service}: starting\n{service}: " + ("done" if code == 0 else "failed") + "\n"
+    return digest(seed, "docker")[:64], outputs
+
+
+def _service_account_key(
+    mocks: PlanMocks, seed: str, _project: str, inputs: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """A key for the account: its JSON key file, base64-encoded, as the provider returns it."""
+    account = str(inputs.get("serviceAccountId", ""))
+    key_file = json.dumps(
+        {
+            "type": "service_account",
+            "client_email": account.rsplit("/", 1)[-1],
+            "private_key_id": digest(seed, "key-id")[:40],
+            "private_key": _pem("PRIVATE KEY", seed),
+        }
+    )
+    mocks.secret_values.add(key_file)
+    name = f"{account}/keys/{digest(seed, 'key-id')[:40]}"
+    return name, {"name": name, "privateKey": base64.b64encode(key_file.encode()).decode()}
+
+
 _HANDLERS = {
     "random:index/randomPassword:RandomPassword": _random_password,
     "gcp:serviceaccount/account:Account": _service_account,
@@ -139,7 +188,8 @@ _HANDLERS = {
     "tls:index/locallySignedCert:LocallySignedCert": _certificate,
     "tls:index/certRequest:CertRequest": _cert_request,
     "docker:index/remoteImage:RemoteImage": _remote_image,
-    "docker:index/container:Container": _docker_object,
+    "docker:index/container:Container": _container,
+    "gcp:serviceaccount/key:Key": _service_account_key,
     "docker:index/network:Network": _docker_object,
     "docker:index/volume:Volume": _docker_object,
 }

@@ -138,16 +138,16 @@ BAD_INPUTS = [
     ),
     (
         "staging",
-        "stagecraft:identity.project_roles",
-        {"api": ["roles/editor"]},
-        "stagecraft:identity.project_roles.api.0",
-        "primitive role",
+        "stagecraft:identity.project_iam",
+        {"roles/editor": ["api"]},
+        "stagecraft:identity.project_iam.roles/editor",
+        "may be granted on the project",
     ),
     (
         "staging",
-        "stagecraft:identity.project_roles",
-        {"intruder": ["roles/logging.logWriter"]},
-        "stagecraft:identity.project_roles.intruder",
+        "stagecraft:identity.project_iam",
+        {"roles/logging.logWriter": ["intruder"]},
+        "stagecraft:identity.project_iam.roles/logging.logWriter.0",
         "must be one of",
     ),
     (
@@ -165,6 +165,75 @@ BAD_INPUTS = [
         "must be < interval_s",
     ),
     ("prod", "stagecraft:storage.test_data_ttl_days", 7, "stagecraft:storage.test_data_ttl_days", "unset in prod"),
+    # Project-wide roles beyond writing logs, metrics and traces would let a workload reach every
+    # secret or identity of the project.
+    *[
+        (
+            "staging",
+            "stagecraft:identity.project_iam",
+            {role: ["api"]},
+            f"stagecraft:identity.project_iam.{role}",
+            "may be granted on the project",
+        )
+        for role in (
+            "roles/secretmanager.secretAccessor",
+            "roles/resourcemanager.projectIamAdmin",
+            "roles/iam.serviceAccountTokenCreator",
+            "roles/storage.admin",
+        )
+    ],
+    # Each environment in its own project, named for it.
+    ("staging", "gcp:project", "acme-prod-4711", "gcp:project", "names the prod environment"),
+    ("staging", "gcp:project", "acme-shared-4711", "gcp:project", "must name its environment"),
+    ("prod", "gcp:project", "acme-staging-4711", "gcp:project", "names the staging environment"),
+    # Prod keeps backups and old versions long enough to recover.
+    ("prod", "stagecraft:storage.backup_retention_days", 1, "stagecraft:storage.backup_retention_days", ">= 30"),
+    ("prod", "stagecraft:storage.noncurrent_version_days", 1, "stagecraft:storage.noncurrent_version_days", ">= 7"),
+    ("prod", "stagecraft:storage.soft_delete_days", 0, "stagecraft:storage.soft_delete_days", ">= 7 in prod"),
+    # Keys come from the stack's own project.
+    (
+        "prod",
+        "stagecraft:storage.kms_key",
+        "projects/acme-staging-4711/locations/europe/keyRings/r/cryptoKeys/k",
+        "stagecraft:storage.kms_key",
+        "own project 'acme-prod-4711'",
+    ),
+    (
+        "staging",
+        "stagecraft:secrets.kms_key",
+        "projects/acme-prod-4711/locations/europe-west1/keyRings/r/cryptoKeys/k",
+        "stagecraft:secrets.kms_key",
+        "own project",
+    ),
+    # Certificates: trusted ones in prod, from this environment's own secrets.
+    ("prod", "stagecraft:proxy.tls", {"mode": "self-signed"}, "stagecraft:proxy.tls.mode", "secret-manager, acme"),
+    (
+        "prod",
+        "stagecraft:proxy.tls",
+        {"mode": "secret-manager", "certificate_secret": "staging-tls", "private_key_secret": "prod-tls-key"},
+        "stagecraft:proxy.tls.certificate_secret",
+        "this environment's secrets",
+    ),
+    (
+        "staging",
+        "stagecraft:proxy.tls",
+        {
+            "mode": "acme",
+            "email": "ops@acme.example.com",
+            "certbot": {"image": "certbot/certbot:v4.0.0", "memory_mb": 64, "cpus": 0.1},
+        },
+        "stagecraft:proxy.tls.mode",
+        "http_port 80",
+    ),
+    ("prod", "stagecraft:proxy.grafana_allow", [], "stagecraft:proxy.grafana_allow", "must list the networks"),
+    ("prod", "stagecraft:proxy.grafana_allow", ["10.0.0.1/8"], "stagecraft:proxy.grafana_allow.0", "CIDR"),
+    (
+        "staging",
+        "stagecraft:identity.key_generations",
+        {"web": 2},
+        "stagecraft:identity.key_generations.web",
+        "key-file",
+    ),
 ]
 
 
@@ -270,3 +339,38 @@ def test_malformed_yaml_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_from_file(path)
     assert str(caught.value).startswith("Pulumi.staging.yaml: line ")
+
+
+def test_a_copied_secret_is_refused(write_stack: Callable[..., Path]) -> None:
+    """The same ciphertext twice is one secret used in two places: refused, naming both keys."""
+    value = {"secure": "v1:c2FsdA==:Y29waWVk"}
+    document = _set(
+        stack_document("staging"),
+        "stagecraft:secrets.provided",
+        {"smtp-password": {"value": value, "accessors": ["api"]}, "sms-token": {"value": value, "accessors": ["api"]}},
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_from_file(write_stack(document))
+    assert caught.value.problems == [
+        (
+            "stagecraft:secrets.provided.sms-token.value",
+            "holds the same encrypted value as stagecraft:secrets.provided.smtp-password.value; "
+            "set each secret to its own value",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("host", "same_as"),
+    [
+        ("ssh://deploy@apps-01.acme.example.com", "ssh://apps-01.acme.example.com:22"),
+        ("ssh://Deploy@APPS-01.acme.example.com:22", "ssh://apps-01.acme.example.com"),
+        ("tcp://10.0.0.5", "tcp://10.0.0.5:2375"),
+        ("unix:///var/run/docker.sock", "unix:///var/run/docker.sock"),
+    ],
+)
+def test_docker_hosts_are_compared_in_one_spelling(host: str, same_as: str) -> None:
+    from components.config.host import normalized_docker_host
+
+    assert normalized_docker_host(host) == normalized_docker_host(same_as)
+    assert normalized_docker_host("ssh://apps-01:2222") != normalized_docker_host("ssh://apps-01")

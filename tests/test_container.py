@@ -17,7 +17,15 @@ from preflight.engine import Plan
 
 NAMING = Naming(app="acme", environment="staging", stack="staging", project="p-1234")
 SETTINGS = Service.model_validate({"image": "nginx:1.27.4", "memory_mb": 128, "cpus": 0.5})
-SUBNETS = Network(edge="10.9.0.0/24", app="10.9.1.0/24", data="10.9.2.0/24", monitoring="10.9.3.0/24")
+SUBNETS = Network(
+    edge="10.9.0.0/24",
+    app="10.9.1.0/24",
+    data="10.9.2.0/24",
+    chroma="10.9.4.0/24",
+    temporal="10.9.5.0/24",
+    monitoring="10.9.3.0/24",
+    egress="10.9.6.0/24",
+)
 
 
 def _build(**overrides: Any) -> Callable[[], Any]:
@@ -71,7 +79,7 @@ def test_files_travel_through_a_never_started_carrier(run_mocked: Callable[..., 
             secret_files=lambda: {"token": pulumi.Output.secret("s3cr3t-value")},
             config_files={"app.conf": "x = 1\n", "run.sh": "#!/bin/sh\n"},
             executable_files=frozenset({"run.sh"}),
-            file_owner="101",
+            user="101:101",
         ),
     )
     by_name = {c.name: c for c in plan.by_type("docker:index/container:Container")}
@@ -105,7 +113,10 @@ def test_networks_are_segmented(run_mocked: Callable[..., Plan]) -> None:
         "edge": False,
         "app": False,
         "data": True,
+        "chroma": True,
+        "temporal": True,
         "monitoring": True,
+        "egress": False,
     }
     assert networks["data"]["ipamConfigs"] == [{"subnet": "10.9.2.0/24", "gateway": "10.9.2.1"}]
     assert networks["data"]["name"] == "acme-staging-data"

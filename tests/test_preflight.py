@@ -56,20 +56,26 @@ def test_plan_json_shows_the_security_layer(stack: str) -> None:
     assert counts["gcp:serviceaccount/account:Account"] >= 4
     secrets = {r["urn"]: r for r in resources if r["type"] == "gcp:secretmanager/secret:Secret"}
     bindings = [r for r in resources if r["type"] == "gcp:secretmanager/secretIamMember:SecretIamMember"]
-    # Every secret has at least one accessor binding, and each binding hangs off its secret.
-    assert {b["parent"] for b in bindings} == set(secrets)
+    # Each binding hangs off its secret; every secret a workload reads has one (the Redis
+    # healthcheck's password is read by the Redis container alone, so it has none).
+    readers = {urn for urn, r in secrets.items() if not r["inputs"]["secretId"].endswith("redis-healthcheck-password")}
+    assert {b["parent"] for b in bindings} == readers
     for resource in resources:
         assert resource["urn"].startswith(f"urn:pulumi:{stack}::stagecraft::")
 
 
 def test_prod_resources_that_hold_data_are_protected(plans: dict[str, Plan]) -> None:
     prod = plans["prod"]
-    for type_ in (
-        "gcp:storage/bucket:Bucket",
-        "gcp:secretmanager/secret:Secret",
-        "random:index/randomPassword:RandomPassword",
-    ):
+    for type_ in ("gcp:storage/bucket:Bucket", "gcp:secretmanager/secret:Secret"):
         assert all(r.protect for r in prod.by_type(type_)), type_
+    # What a rotation replaces is never protected, or rotating would need a protected resource
+    # replaced: generated values, secret versions, service account keys.
+    for type_ in (
+        "random:index/randomPassword:RandomPassword",
+        "gcp:secretmanager/secretVersion:SecretVersion",
+        "gcp:serviceaccount/key:Key",
+    ):
+        assert prod.by_type(type_) and not any(r.protect for r in prod.by_type(type_)), type_
     assert not any(r.protect for r in plans["staging"].resources)
 
 
@@ -93,7 +99,8 @@ def test_mock_values_are_unique_per_stack_and_resource(plans: dict[str, Plan]) -
     staging, prod = plans["staging"].secret_values, plans["prod"].secret_values
     generated = plans["staging"].by_type("random:index/randomPassword:RandomPassword")
     keys = plans["staging"].by_type("tls:index/privateKey:PrivateKey")
-    assert len(staging) == len(generated) + len(keys)
+    account_keys = plans["staging"].by_type("gcp:serviceaccount/key:Key")
+    assert len(staging) == len(generated) + len(keys) + len(account_keys)
     assert staging.isdisjoint(prod)
 
 

@@ -129,4 +129,3 @@ def test_every_alert_fires_on_synthetic_series(stack: str, configs: dict[str, St
     result = _promtool("test", "rules", "tests.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(rules) >= 8
-

@@ -84,7 +84,10 @@ def test_prod_secrets_are_protected_with_delayed_destroy_and_cmek(run_mocked: Ca
     assert all(
         v.inputs["deletionPolicy"] == "DISABLE" for v in plan.by_type("gcp:secretmanager/secretVersion:SecretVersion")
     )
-    assert all(p.protect for p in plan.by_type("random:index/randomPassword:RandomPassword"))
+    # Values and versions are what a rotation replaces: never protected, so a generation bump
+    # never needs a protected resource replaced.
+    assert not any(p.protect for p in plan.by_type("random:index/randomPassword:RandomPassword"))
+    assert not any(v.protect for v in plan.by_type("gcp:secretmanager/secretVersion:SecretVersion"))
 
 
 def test_staging_and_prod_generate_different_values(run_mocked: Callable[..., Plan]) -> None:

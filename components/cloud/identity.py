@@ -3,7 +3,8 @@ project."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -21,11 +22,19 @@ class IdentitiesArgs:
     workloads: Sequence[str]
     # Project-level roles: {role: [workload, ...]}.
     iam: Iam = field(default_factory=dict)
+    # Workloads that get a key file, with the key's generation (bump it to rotate the key).
+    keys: Mapping[str, int] = field(default_factory=dict)
+
+
+def _key_file(private_key: str) -> str:
+    """The provider returns the JSON key file base64-encoded."""
+    return base64.b64decode(private_key).decode()
 
 
 class Identities(pulumi.ComponentResource):
-    """Creates a service account per workload of one environment, plus the few project-level
-    roles (log and metric writers) GCP cannot grant on a narrower resource.
+    """Creates a service account per workload of one environment, the few project-level roles
+    (log, metric and trace writers) GCP cannot grant on a narrower resource, and a key for each
+    workload whose credentials are a key file.
 
     Every other grant (a bucket, a secret) is made on that resource, to ``members``; so an
     identity can reach only what its own environment grants it.
@@ -56,6 +65,18 @@ class Identities(pulumi.ComponentResource):
                 member=account.member.apply(checked_member),
                 opts=child(account, was=f"{workload}-{short}"),
             )
+        # A key per workload that needs one: its JSON key file as a secret, for that workload's
+        # containers only; a new generation replaces it (the old key is deleted).
+        self.key_files: dict[str, pulumi.Output[str]] = {}
+        for workload, generation in args.keys.items():
+            account = self.accounts[workload]
+            key = gcp.serviceaccount.Key(
+                f"{name}-{workload}-key",
+                service_account_id=account.name,
+                keepers={"generation": str(generation)},
+                opts=child(account, additional_secret_outputs=["private_key"]),
+            )
+            self.key_files[workload] = pulumi.Output.secret(key.private_key).apply(_key_file)
         self.members = {workload: account.member for workload, account in self.accounts.items()}
         self.emails = {workload: account.email for workload, account in self.accounts.items()}
         self.register_outputs({"emails": self.emails})

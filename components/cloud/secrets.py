@@ -47,6 +47,8 @@ class Secrets(pulumi.ComponentResource):
 
     The version is written through the write-only ``secret_data_wo`` input, so Secret Manager's
     copy never enters Pulumi state; bumping the secret's generation in config writes a new value.
+    In prod the secrets are protected, but their values and versions are not: a rotation
+    replaces those, and the services that use a value apply the new one when they restart.
     """
 
     values: dict[str, pulumi.Output[str]]
@@ -73,9 +75,11 @@ class Secrets(pulumi.ComponentResource):
                 secret=secret.id,
                 secret_data_wo=value,
                 secret_data_wo_version=str(spec.generation),
-                # A prod version is disabled, not destroyed, when Pulumi would delete it.
+                # A prod version is disabled, not destroyed, when Pulumi would delete it, so a
+                # rotation (a new version replacing this one) never needs a protected resource
+                # replaced, and the old value stays recoverable.
                 deletion_policy="DISABLE" if args.protect else "DELETE",
-                opts=child(secret, was=spec.name),
+                opts=child(secret, was=spec.name, protect=False),
             )
             for role, workload in bindings(spec.iam):
                 gcp.secretmanager.SecretIamMember(
@@ -104,9 +108,10 @@ class Secrets(pulumi.ComponentResource):
             min_lower=policy.min_lower,
             min_numeric=policy.min_numeric,
             min_special=policy.min_special if policy.special else 0,
-            # A new generation replaces the password, which writes a new version.
+            # A new generation replaces the password, which writes a new version. Not protected:
+            # rotating is replacing; the values stay in Secret Manager's versions.
             keepers={"generation": str(spec.generation)},
-            opts=child(self, was=spec.name, protect=args.protect),
+            opts=child(self, was=spec.name),
         )
         return pulumi.Output.secret(password.result)
 

@@ -4,11 +4,12 @@ the endpoints, secrets and networks it needs, and gated on what it really depend
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_docker as docker
 
+from components.composition.urls import https_url
 from components.config import StackConfig
 from components.containers.network import Networks, NetworksArgs, host_address
 from components.naming import Naming
@@ -21,6 +22,7 @@ from components.services.grafana import Grafana, GrafanaArgs
 from components.services.postgres import Postgres, PostgresArgs
 from components.services.prometheus import ProcessLimit, Prometheus, PrometheusArgs
 from components.services.proxy import ProxyArgs, ReverseProxy, Upstreams
+from components.services.redis import USER_SECRETS as REDIS_USER_SECRETS
 from components.services.redis import Redis, RedisArgs
 from components.services.temporal import SERVER_HOST_INDEX, UI_PORT, Temporal, TemporalArgs
 from components.services.web import Web, WebArgs
@@ -39,6 +41,8 @@ class ApplicationLayerArgs:
     naming: Naming
     # The secrets' values by name (secret Outputs), delivered to containers as files.
     secrets: Mapping[str, pulumi.Output[str]]
+    # Service account key files (JSON, secret) of the workloads that have one.
+    key_files: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
 
 
 class ApplicationLayer(pulumi.ComponentResource):
@@ -78,6 +82,7 @@ class ApplicationLayer(pulumi.ComponentResource):
                 app_password=secrets["app-db-password"],
                 temporal_password=secrets["temporal-db-password"],
                 monitor_password=secrets["postgres-exporter-password"],
+                client_networks=[sc.network.data],
                 protect=protect,
             ),
             opts=was("postgres"),
@@ -89,14 +94,14 @@ class ApplicationLayer(pulumi.ComponentResource):
                 naming=naming,
                 settings=services.redis,
                 data_network=nets["data"],
-                password=secrets["redis-password"],
+                passwords={user: secrets[secret] for user, secret in REDIS_USER_SECRETS.items()},
                 protect=protect,
             ),
             opts=was("redis"),
         )
         self.chroma = Chroma(
             f"{name}-chroma",
-            ChromaArgs(naming=naming, settings=services.chroma, data_network=nets["data"], protect=protect),
+            ChromaArgs(naming=naming, settings=services.chroma, chroma_network=nets["chroma"], protect=protect),
             opts=was("chroma"),
         )
         self.temporal = Temporal(
@@ -107,16 +112,15 @@ class ApplicationLayer(pulumi.ComponentResource):
                 ui_settings=services.temporal_ui,
                 admin_settings=services.temporal_admin_tools,
                 data_network=nets["data"],
-                app_network=nets["app"],
+                temporal_network=nets["temporal"],
                 monitoring_network=nets["monitoring"],
-                server_address=host_address(sc.network.data, SERVER_HOST_INDEX),
+                server_address=host_address(sc.network.temporal, SERVER_HOST_INDEX),
                 postgres=self.postgres.endpoint,
                 user=layout.temporal_user,
                 databases=layout.temporal_databases,
                 password=secrets["temporal-db-password"],
-                cors_origins=sc.app.cors_origins,
                 ui_ports=debug_port(sc.debug_ports.temporal_ui, UI_PORT),
-                depends_on=[self.postgres.init_job.container],
+                after=[self.postgres.init_job],
             ),
             opts=was("temporal"),
         )
@@ -131,6 +135,7 @@ class ApplicationLayer(pulumi.ComponentResource):
                     database=layout.app_database,
                     database_user=layout.app_user,
                     redis=self.redis.endpoint,
+                    redis_user="app",
                     chroma=self.chroma.endpoint,
                     temporal=self.temporal.endpoint,
                     temporal_namespace=services.temporal.namespace,
@@ -138,15 +143,14 @@ class ApplicationLayer(pulumi.ComponentResource):
                 secrets=secrets,
                 data_network=nets["data"],
                 app_network=nets["app"],
+                chroma_network=nets["chroma"],
+                temporal_network=nets["temporal"],
                 monitoring_network=nets["monitoring"],
                 gcp_project=config.gcp.project,
+                gcp_key=args.key_files.get("api"),
                 ports=debug_port(sc.debug_ports.api, services.api.port),
-                depends_on=[
-                    self.postgres.init_job.container,
-                    self.redis.server.container,
-                    self.chroma.server.container,
-                    self.temporal.namespace_job.container,
-                ],
+                after=[self.postgres.init_job, self.temporal.namespace_job],
+                depends_on=[self.redis.server.container, self.chroma.server.container],
             ),
             opts=was("api"),
         )
@@ -156,7 +160,7 @@ class ApplicationLayer(pulumi.ComponentResource):
                 naming=naming,
                 settings=services.web,
                 app=sc.app,
-                api_url=f"https://{sc.domains.api}",
+                api_url=https_url(sc.domains.api, sc.proxy.https_port),
                 app_network=nets["app"],
                 ports=debug_port(sc.debug_ports.web, services.web.port),
                 depends_on=[self.api.server.container],
@@ -174,8 +178,10 @@ class ApplicationLayer(pulumi.ComponentResource):
                 postgres_user=layout.monitor_user,
                 postgres_password=secrets["postgres-exporter-password"],
                 redis=self.redis.endpoint,
-                redis_password=secrets["redis-password"],
-                depends_on=[self.postgres.init_job.container, self.redis.server.container],
+                redis_user="exporter",
+                redis_password=secrets["redis-exporter-password"],
+                after=[self.postgres.init_job],
+                depends_on=[self.redis.server.container],
                 was_parent=previous_monitoring,
             ),
             opts=child(self),
@@ -240,6 +246,9 @@ class ApplicationLayer(pulumi.ComponentResource):
                 ),
                 edge_network=nets["edge"],
                 app_network=nets["app"],
+                gcp_project=config.gcp.project,
+                status_allow=[sc.network.app],
+                protect=protect,
                 depends_on=[self.api.server.container, self.web.server.container, self.grafana.server.container],
             ),
             opts=was("proxy"),

@@ -26,8 +26,8 @@ SECRET_READERS: Mapping[str, Sequence[str]] = {
     "api": api.SECRETS,
     "temporal": temporal.SECRETS,
     "monitoring": (*grafana.SECRETS, *exporters.SECRETS),
-    # Backups and restores run as the database superuser.
-    "backup": ("postgres-superuser-password",),
+    # Backups and restores run as the database superuser, and stream Redis as its backup user.
+    "backup": ("postgres-superuser-password", "redis-backup-password"),
 }
 
 BUCKET_IAM: Mapping[str, Iam] = {
@@ -50,12 +50,8 @@ def secret_readers(secret: str) -> list[str]:
 
 
 def stack_grants(identity: Identity, provided: Mapping[str, ProvidedSecret]) -> Grants:
-    """The grants table of one stack: the fixed grants above, the project roles its config adds,
-    and readers of the secrets its config provides."""
-    extra_project: dict[str, list[str]] = {}
-    for workload, roles in identity.project_roles.items():
-        for role in roles:
-            extra_project.setdefault(role, []).append(workload)
+    """The grants table of one stack: the fixed grants above, the project roles its config adds
+    (log, metric and trace writing only), and readers of the secrets its config provides."""
     secrets: dict[str, Iam] = {name: {ACCESSOR_ROLE: secret_readers(name)} for name in GENERATED_SECRETS}
     secrets.update({name: {ACCESSOR_ROLE: list(spec.accessors)} for name, spec in provided.items()})
-    return Grants(project=merge(PROJECT_IAM, extra_project), secrets=secrets, buckets=BUCKET_IAM)
+    return Grants(project=merge(PROJECT_IAM, identity.project_iam), secrets=secrets, buckets=BUCKET_IAM)

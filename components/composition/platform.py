@@ -11,6 +11,7 @@ from components.cloud.storage import OBJECT_PREFIXES
 from components.composition.application import ApplicationLayer, ApplicationLayerArgs
 from components.composition.grants import stack_grants
 from components.composition.security import SecurityLayer, SecurityLayerArgs
+from components.composition.urls import https_url
 from components.config import StackConfig
 from components.naming import Naming
 from components.resources import child
@@ -25,10 +26,6 @@ def naming_for(config: StackConfig, stack: str) -> Naming:
         project=config.gcp.project,
         branch=sc.git_branch,
     )
-
-
-def https_url(domain: str, port: int) -> str:
-    return f"https://{domain}" if port == 443 else f"https://{domain}:{port}"
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,12 @@ class Platform(pulumi.ComponentResource):
         )
         self.application = ApplicationLayer(
             f"{name}-application",
-            ApplicationLayerArgs(config=config, naming=naming, secrets=self.security.secrets.values),
+            ApplicationLayerArgs(
+                config=config,
+                naming=naming,
+                secrets=self.security.secrets.values,
+                key_files=self.security.identities.key_files,
+            ),
             opts=child(self),
         )
         app = self.application

@@ -38,7 +38,17 @@ class SecurityLayer(pulumi.ComponentResource):
 
         self.identities = Identities(
             f"{name}-identities",
-            IdentitiesArgs(naming=naming, project=project, workloads=WORKLOADS, iam=grants.project),
+            IdentitiesArgs(
+                naming=naming,
+                project=project,
+                workloads=WORKLOADS,
+                iam=grants.project,
+                keys={
+                    workload: sc.identity.key_generations.get(workload, 1)
+                    for workload, credentials in sc.identity.credentials.items()
+                    if credentials == "key-file"
+                },
+            ),
             opts=child(self, was="identities", was_parent=previous_parent),
         )
         members = self.identities.members

@@ -22,7 +22,17 @@ from components.config.cloud import (
     Storage,
 )
 from components.config.errors import ConfigError, validate
-from components.config.host import DebugPorts, Docker, Network, ProvidedTls, Proxy, SelfSignedTls
+from components.config.host import (
+    AcmeTls,
+    DebugPorts,
+    Docker,
+    Network,
+    ProvidedTls,
+    Proxy,
+    SecretManagerTls,
+    SelfSignedTls,
+    normalized_docker_host,
+)
 from components.config.loading import (
     engine_view,
     load_for_current_stack,
@@ -49,6 +59,7 @@ __all__ = [
     "PRIMITIVE_ROLES",
     "PUBLIC_MEMBERS",
     "WORKLOADS",
+    "AcmeTls",
     "AlertThresholds",
     "ApiService",
     "AppService",
@@ -69,6 +80,7 @@ __all__ = [
     "ProvidedTls",
     "Proxy",
     "RedisService",
+    "SecretManagerTls",
     "SecretSettings",
     "SelfSignedTls",
     "Service",
@@ -82,6 +94,7 @@ __all__ = [
     "load_for_current_stack",
     "load_from_engine",
     "load_from_file",
+    "normalized_docker_host",
     "read_stack_file",
     "validate",
 ]

@@ -17,6 +17,9 @@ GeneratedSecret = Literal[
     "app-db-password",
     "temporal-db-password",
     "redis-password",
+    "redis-exporter-password",
+    "redis-backup-password",
+    "redis-healthcheck-password",
     "grafana-admin-password",
     "api-secret-key",
     "jwt-signing-key",
@@ -25,10 +28,25 @@ GeneratedSecret = Literal[
 GENERATED_SECRETS: tuple[str, ...] = get_args(GeneratedSecret)
 PRIMITIVE_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
 PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
+# The only roles stagecraft grants on a whole project: writing logs, metrics and traces. Every
+# other grant is made by the program on one resource (a secret, a bucket).
+ProjectRole = Literal["roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/cloudtrace.agent"]
+PROJECT_ROLES: tuple[str, ...] = get_args(ProjectRole)
+# How a workload proves its Google identity: a key file the program creates and delivers to its
+# containers only, or none (the host provides identity, or the workload needs none).
+Credentials = Literal["key-file", "none"]
+ENVIRONMENT_WORDS = ("staging", "prod")
+
+
+def names_environment(text: str, environment: str) -> bool:
+    """True if ``environment`` is a whole dash-separated word of ``text``."""
+    return environment in text.split("-")
 
 
 class Gcp(Model):
-    """The ``gcp:`` provider keys stagecraft reads."""
+    """The ``gcp:`` provider keys stagecraft reads. Each environment has its own project (a
+    shared project would let project-level grants cross the line), and its ID names the
+    environment as a word, e.g. ``acme-staging-4711``."""
 
     project: Annotated[str, Field(pattern=GCP_PROJECT)]
     region: Annotated[str, Field(pattern=GCP_LOCATION)]
@@ -122,16 +140,29 @@ class SecretSettings(Model):
                 yield (f"provided.{name}", "clashes with a generated secret; choose another name")
 
 
-class Identity(Model):
-    """Extra project-level roles per workload, for roles GCP grants only on a project."""
+def _default_credentials() -> dict[str, str]:
+    # The API reads and writes its uploads bucket; the backup service writes the backups bucket.
+    return {"api": "key-file", "backup": "key-file"}
 
-    project_roles: dict[Workload, list[Annotated[str, Field(pattern=ROLE)]]] = Field(default_factory=dict)
+
+class Identity(Model):
+    """Workload identities: extra project-level roles (only log, metric and trace writing), and
+    how each workload gets its credentials."""
+
+    # {role: [workload, ...]}, the same shape as every grant in stagecraft.
+    project_iam: dict[Annotated[str, Field(pattern=ROLE)], list[Workload]] = Field(default_factory=dict)
+    credentials: dict[Workload, Credentials] = Field(default_factory=_default_credentials)
+    # Bump a workload's key generation to rotate its key: a new key, the old one deleted.
+    key_generations: dict[Workload, Annotated[int, Field(ge=1, le=10000)]] = Field(default_factory=dict)
 
     def problems(self) -> Iterator[Problem]:
-        for workload, roles in self.project_roles.items():
-            for index, role in enumerate(roles):
-                if role in PRIMITIVE_ROLES:
-                    yield (
-                        f"project_roles.{workload}.{index}",
-                        f"primitive role {role} is not allowed; grant a predefined role on the resource instead",
-                    )
+        for role in self.project_iam:
+            if role not in PROJECT_ROLES:
+                yield (
+                    f"project_iam.{role}",
+                    f"only {', '.join(PROJECT_ROLES)} may be granted on the project; every other role is granted "
+                    "by stagecraft on the one resource that needs it",
+                )
+        for workload in self.key_generations:
+            if self.credentials.get(workload, "none") != "key-file":
+                yield (f"key_generations.{workload}", "applies only to a workload whose credentials are key-file")

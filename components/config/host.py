@@ -6,12 +6,29 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
 from components.config.base import ConfigSecret, Model, Port, Problem
+from components.config.services import Service
 
 PrivateSubnet = Annotated[str, Field(pattern=r"^(10|172|192)\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}/(1[6-9]|2[0-8])$")]
+
+
+DEFAULT_PORTS = {"ssh": 22, "tcp": 2375}
+
+
+def normalized_docker_host(host: str) -> str:
+    """One spelling per Docker daemon: lowercase scheme and host name, the default port made
+    explicit, no user (``ssh://deploy@Apps-01`` and ``ssh://apps-01:22`` are the same daemon)."""
+    parts = urlsplit(host)
+    scheme = parts.scheme.lower()
+    if scheme == "unix":
+        return f"unix://{parts.path or parts.netloc}"
+    hostname = (parts.hostname or "").lower().rstrip(".")
+    port = parts.port or DEFAULT_PORTS.get(scheme, 0)
+    return f"{scheme}://{hostname}:{port}"
 
 
 class Docker(Model):
@@ -19,15 +36,27 @@ class Docker(Model):
 
     host: Annotated[str, Field(pattern=r"^(unix|ssh|tcp)://\S+$")]
 
+    def problems(self) -> Iterator[Problem]:
+        try:
+            urlsplit(self.host).port  # noqa: B018 - raises on a malformed port
+        except ValueError as error:
+            yield ("host", f"is not a valid address ({error})")
+
 
 class Network(Model):
-    """Docker network subnets (edge, app, data, monitoring); they must not overlap each other or
-    the other stack's."""
+    """Docker network subnets; they must not overlap each other or the other stack's.
+
+    edge: the proxy's published side. app: the proxy and what it serves. data: the databases.
+    chroma, temporal: each unauthenticated service with its own clients only. monitoring:
+    Prometheus and what it scrapes. egress: jobs that reach Google Cloud and nothing else."""
 
     edge: PrivateSubnet
     app: PrivateSubnet
     data: PrivateSubnet
+    chroma: PrivateSubnet
+    temporal: PrivateSubnet
     monitoring: PrivateSubnet
+    egress: PrivateSubnet
 
     def problems(self) -> Iterator[Problem]:
         subnets: dict[str, ipaddress.IPv4Network] = {}
@@ -46,6 +75,10 @@ class Network(Model):
                     yield (second, f"overlaps stagecraft:network.{first}")
 
 
+# A Secret Manager secret ID.
+RESOURCE_ID = r"^[A-Za-z0-9_-]{1,255}$"
+
+
 class SelfSignedTls(Model):
     """A pulumi-tls CA and certificate for the stack's domains (staging's default)."""
 
@@ -53,15 +86,40 @@ class SelfSignedTls(Model):
     validity_days: Annotated[int, Field(ge=1, le=825)] = 90
 
 
+class SecretManagerTls(Model):
+    """A certificate chain and key read at deploy time from two Secret Manager secrets in the
+    stack's own project (the stack file names them; it holds no secret)."""
+
+    mode: Literal["secret-manager"]
+    certificate_secret: Annotated[str, Field(pattern=RESOURCE_ID)]
+    private_key_secret: Annotated[str, Field(pattern=RESOURCE_ID)]
+    version: Annotated[str, Field(pattern=r"^(latest|[1-9][0-9]*)$")] = "latest"
+
+
+class AcmeTls(Model):
+    """Let's Encrypt through the HTTP-01 challenge: a certbot container obtains and renews the
+    certificate into a volume the proxy reads, and the proxy reloads when it changes."""
+
+    mode: Literal["acme"]
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,63}$", max_length=254)]
+    # Let's Encrypt's staging CA: untrusted certificates, generous rate limits (for trying it out).
+    staging_ca: bool = False
+    renew_every_hours: Annotated[int, Field(ge=1, le=24)] = 12
+    certbot: Service
+
+
 class ProvidedTls(Model):
-    """A certificate and key the operator supplies as config secrets (prod)."""
+    """A certificate and key the operator supplies as config secrets, for hosts whose
+    certificate comes from elsewhere; the stack file then holds `secure:` values, so the stack
+    needs a secrets provider (see the README)."""
 
     mode: Literal["provided"]
     certificate: ConfigSecret
     private_key: ConfigSecret
 
 
-TLS_MODES = ("self-signed", "provided")
+TLS_MODES = ("self-signed", "secret-manager", "acme", "provided")
+Cidr = Annotated[str, Field(pattern=r"^[0-9a-f:.]+/[0-9]{1,3}$")]
 
 
 class Proxy(Model):
@@ -73,7 +131,20 @@ class Proxy(Model):
     rate_limit_per_minute: Annotated[int, Field(ge=1, le=100000)] = 100
     rate_limit_burst: Annotated[int, Field(ge=0, le=10000)] = 20
     client_max_body_mb: Annotated[int, Field(ge=1, le=1024)] = 25
-    tls: Annotated[SelfSignedTls | ProvidedTls, Field(discriminator="mode")]
+    tls: Annotated[SelfSignedTls | SecretManagerTls | AcmeTls | ProvidedTls, Field(discriminator="mode")]
+    # Who may reach Grafana through the proxy (client addresses); empty: everyone. Prod must set it.
+    grafana_allow: list[Cidr] = Field(default_factory=list)
+
+    def problems(self) -> Iterator[Problem]:
+        if self.http_port == self.https_port:
+            yield ("https_port", f"must differ from http_port ({self.http_port})")
+        if isinstance(self.tls, AcmeTls) and self.http_port != 80:
+            yield ("tls.mode", "acme needs http_port 80: Let's Encrypt checks the HTTP-01 challenge on port 80")
+        for index, cidr in enumerate(self.grafana_allow):
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError as error:
+                yield (f"grafana_allow.{index}", f"must be a network in CIDR form ({error})")
 
 
 class DebugPorts(Model):

@@ -44,6 +44,42 @@ def _decode_secure(value: Any, source: str, key: str) -> Any:
     return value
 
 
+def ciphertexts(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(key path, ciphertext) of every `secure:` value in a stack file's ``config:`` mapping."""
+    found: list[tuple[str, str]] = []
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            if set(value) == {"secure"} and isinstance(value["secure"], str):
+                found.append((key, value["secure"]))
+                return
+            for sub, item in value.items():
+                walk(item, f"{key}.{sub}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{key}.{index}")
+
+    for full_key, value in config.items():
+        namespace, name = split_key(str(full_key))
+        walk(value, f"{namespace}:{name}")
+    return found
+
+
+def copied_secrets(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Problems for `secure:` values that appear twice: the same ciphertext is the same secret
+    copied, and every secret must have its own value."""
+    first: dict[str, str] = {}
+    problems = []
+    for key, ciphertext in ciphertexts(config):
+        if ciphertext in first:
+            problems.append(
+                (key, f"holds the same encrypted value as {first[ciphertext]}; set each secret to its own value")
+            )
+        else:
+            first[ciphertext] = key
+    return problems
+
+
 def split_key(full_key: str) -> tuple[str, str]:
     """`ns:name` -> (ns, name); a key without a namespace belongs to the project."""
     namespace, sep, name = full_key.partition(":")
@@ -71,6 +107,12 @@ def read_stack_file(path: Path) -> dict[str, Any]:
         document = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(source, [("file", f"not found at {path}")]) from None
+    except IsADirectoryError:
+        raise ConfigError(source, [("file", f"{path} is a directory; give the path of a stack file")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, [("file", f"is not UTF-8 text (invalid byte at offset {exc.start})")]) from None
+    except OSError as exc:
+        raise ConfigError(source, [("file", f"cannot be read: {exc.strerror}")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "file"
@@ -78,6 +120,9 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
         raise ConfigError(source, [("config", "must be a mapping of `namespace:key: value`")])
     config = document.get("config") or {}
+    problems = copied_secrets(config)
+    if problems:
+        raise ConfigError(source, problems)
     return {str(k): _decode_secure(v, source, str(k)) for k, v in config.items()}
 
 

@@ -34,11 +34,12 @@ class Healthcheck(Model):
 
 
 class Service(Model):
-    """One container: its pinned image and its limits."""
+    """One container: its pinned image and its limits (memory, CPUs, processes and threads)."""
 
     image: Annotated[str, Field(pattern=IMAGE_REF)]
     memory_mb: Annotated[int, Field(ge=32, le=65536)]
     cpus: Annotated[float, Field(gt=0, le=32)]
+    pids_limit: Annotated[int, Field(ge=32, le=65536)] = 512
     healthcheck: Healthcheck = Healthcheck()
 
     def problems(self) -> Iterator[Problem]:
@@ -51,6 +52,9 @@ class Service(Model):
 
 class PostgresService(Service):
     memory_mb: Annotated[int, Field(ge=256, le=65536)]
+    # One process per connection: room for the most connections its memory allows (500), plus
+    # Postgres's own workers.
+    pids_limit: Annotated[int, Field(ge=600, le=65536)] = 1024
 
 
 class RedisService(Service):
@@ -71,6 +75,8 @@ class AppService(Service):
     """The API or the web front end: images the application team builds."""
 
     port: Annotated[int, Field(ge=1024, le=65535)]
+    # The non-root uid:gid the image runs as; the secret files it reads are owned by it.
+    user: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,9}:[1-9][0-9]{0,9}$")] = "10001:10001"
     health_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9/._-]*$")] = "/health"
     # The healthcheck runs inside the image; name a tool it has. Default: curl on health_path.
     health_command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None

@@ -13,12 +13,16 @@ from pydantic import Field
 
 from components.config.app import AppSettings, Domains
 from components.config.base import Model, Problem
-from components.config.cloud import Gcp, Identity, SecretSettings, Storage
-from components.config.host import DebugPorts, Docker, Network, Proxy
+from components.config.cloud import ENVIRONMENT_WORDS, Gcp, Identity, SecretSettings, Storage, names_environment
+from components.config.host import DebugPorts, Docker, Network, Proxy, SecretManagerTls
 from components.config.operations import Backup, Monitoring
 from components.config.services import Services
 
-ENVIRONMENTS = ("staging", "prod")
+ENVIRONMENTS = ENVIRONMENT_WORDS
+# Prod keeps backups a month, and deleted or overwritten objects a week.
+PROD_MIN_BACKUP_RETENTION_DAYS = 30
+PROD_MIN_NONCURRENT_VERSION_DAYS = 7
+PROD_MIN_SOFT_DELETE_DAYS = 7
 
 
 class Stagecraft(Model):
@@ -65,8 +69,34 @@ class StackConfig(Model):
         return self.stagecraft.environment == "prod"
 
     def problems(self) -> Iterator[Problem]:
+        yield from own_project_rules(self)
         rules = prod_rules if self.is_prod else staging_rules
         yield from _prefixed("stagecraft", rules(self.stagecraft))
+
+
+def own_project_rules(config: StackConfig) -> Iterator[Problem]:
+    """Each environment lives in its own project, named for it, and uses only keys from it."""
+    environment, project = config.environment, config.gcp.project
+    if not names_environment(project, environment):
+        yield ("gcp.project", f"must name its environment as a word, e.g. `acme-{environment}-1234` (got {project!r})")
+    for other in ENVIRONMENTS:
+        if other != environment and names_environment(project, other):
+            yield ("gcp.project", f"names the {other} environment; each environment has its own project")
+    tls = config.stagecraft.proxy.tls
+    if isinstance(tls, SecretManagerTls):
+        for key in ("certificate_secret", "private_key_secret"):
+            secret_id = getattr(tls, key)
+            if not secret_id.startswith(f"{environment}-"):
+                yield (
+                    f"stagecraft.proxy.tls.{key}",
+                    f"must name one of this environment's secrets, `{environment}-...` (got {secret_id!r})",
+                )
+    for key_path, key in (
+        ("stagecraft.storage.kms_key", config.stagecraft.storage.kms_key),
+        ("stagecraft.secrets.kms_key", config.stagecraft.secrets.kms_key),
+    ):
+        if key is not None and key.split("/")[1] != project:
+            yield (key_path, f"must be a key in the stack's own project {project!r} (got {key.split('/')[1]!r})")
 
 
 def _prefixed(section: str, problems: Iterator[Problem]) -> Iterator[Problem]:
@@ -86,10 +116,16 @@ def prod_rules(sc: Stagecraft) -> Iterator[Problem]:
             yield ("app.cors_origins", f"must use https:// origins in prod (got {origin!r})")
     if sc.app.debug_endpoints:
         yield ("app.debug_endpoints", "must be false in prod")
-    if not sc.storage.versioning:
+    storage = sc.storage
+    if not storage.versioning:
         yield ("storage.versioning", "must be true in prod")
-    if sc.storage.soft_delete_days < 7:
-        yield ("storage.soft_delete_days", f"must be >= 7 in prod (got {sc.storage.soft_delete_days})")
+    for key, value, floor in (
+        ("soft_delete_days", storage.soft_delete_days, PROD_MIN_SOFT_DELETE_DAYS),
+        ("backup_retention_days", storage.backup_retention_days, PROD_MIN_BACKUP_RETENTION_DAYS),
+        ("noncurrent_version_days", storage.noncurrent_version_days, PROD_MIN_NONCURRENT_VERSION_DAYS),
+    ):
+        if value < floor:
+            yield (f"storage.{key}", f"must be >= {floor} in prod (got {value})")
     if sc.storage.test_data_ttl_days is not None:
         yield ("storage.test_data_ttl_days", "must be unset in prod: prod holds no test data")
     if not sc.secrets.deletion_protection:
@@ -97,8 +133,10 @@ def prod_rules(sc: Stagecraft) -> Iterator[Problem]:
     for name, port in sc.debug_ports.model_dump().items():
         if port is not None:
             yield (f"debug_ports.{name}", "must be unset in prod: only the proxy publishes ports")
-    if sc.proxy.tls.mode != "provided":
-        yield ("proxy.tls.mode", "must be provided in prod (a real certificate, set as config secrets)")
+    if sc.proxy.tls.mode == "self-signed":
+        yield ("proxy.tls.mode", "must be secret-manager, acme or provided in prod (a certificate browsers trust)")
+    if not sc.proxy.grafana_allow:
+        yield ("proxy.grafana_allow", "must list the networks allowed to reach Grafana in prod")
     if sc.secrets.version_destroy_ttl_days is None:
         yield ("secrets.version_destroy_ttl_days", "must be set in prod (days a destroyed version stays recoverable)")
 

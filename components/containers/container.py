@@ -6,10 +6,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
+import pulumi_command as command
 import pulumi_docker as docker
 
 from components.config import Service
 from components.containers.environment import checked_env
+from components.containers.images import image_user
 from components.containers.labels import container_labels, volume_labels
 from components.naming import Naming
 from components.resources import child
@@ -19,6 +21,10 @@ SECRETS_DIR = f"{FILES_ROOT}/secrets"
 CONFIG_DIR = f"{FILES_ROOT}/config"
 # json-file logs rotated at 50 MB, three files kept.
 LOG_OPTIONS = {"max-size": "50m", "max-file": "3"}
+# Open files per process; the kernel default (1024) is low for databases and proxies.
+NOFILE_LIMIT = 65536
+# A job's last log lines shown when it fails.
+JOB_LOG_LINES = 20
 
 
 def secret_path(name: str) -> str:
@@ -46,6 +52,28 @@ def _duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
+class JobFailedError(pulumi.RunError):
+    """A one-shot job exited with a non-zero code: the update stops before what depends on it."""
+
+
+def job_outcome(job: str, container: str, exit_code: int | None, logs: str | None, secrets: Sequence[str]) -> str:
+    """ "succeeded", or a JobFailedError naming the job, its exit code and its last log lines
+    (with the job's own secret values blanked out)."""
+    if exit_code == 0:
+        return "succeeded"
+    tail = "\n".join((logs or "").strip().splitlines()[-JOB_LOG_LINES:])
+    for secret in secrets:
+        if secret:
+            tail = tail.replace(secret, "[secret]")
+    what = (
+        "finished without an exit code (it did not run to completion)"
+        if exit_code is None
+        else (f"exited with code {exit_code}")
+    )
+    lines = tail or "(no output)"
+    raise JobFailedError(f"job {job} (container {container}) {what}; its last log lines:\n{lines}")
+
+
 @dataclass(frozen=True)
 class Attachment:
     """A network the container joins, with its DNS aliases and optional fixed address."""
@@ -65,16 +93,16 @@ class ContainerArgs:
     command: Sequence[str] | None = None
     entrypoint: Sequence[str] | None = None
     env: Mapping[str, str] = field(default_factory=dict)
-    # Files delivered before start: secrets (mode 0400) and configs (0444, or 0555 if executable).
+    # Files delivered before start, owned by the uid the container runs as: secrets (mode 0400)
+    # and configs (0444, or 0555 if executable).
     secret_files: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     config_files: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     executable_files: frozenset[str] = frozenset()
+    # uid:gid; by default the image's own non-root user (components/containers/images.py).
     user: str | None = None
-    # Owner of the delivered files: the uid the process runs as.
-    file_owner: str = "0"
-    # container path -> Docker volume name
+    # container path -> Docker volume name; read-only ones in ``read_only_volumes``.
     volumes: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
-    host_mounts: Mapping[str, str] = field(default_factory=dict)  # container path -> host path (read-only)
+    read_only_volumes: frozenset[str] = frozenset()
     # Size of the /tmp scratch tmpfs every container gets; other tmpfs mounts in ``tmpfs``.
     tmp_mb: int = 16
     tmpfs: Mapping[str, str] = field(default_factory=dict)
@@ -82,30 +110,42 @@ class ContainerArgs:
     cap_add: Sequence[str] = ()
     ports: Sequence[docker.ContainerPortArgs] = ()
     shm_size_mb: int | None = None
-    # A job: runs once to completion (attached), no restart, no healthcheck.
+    stop_signal: str | None = None
+    # A job: runs once to completion (attached), no restart, no healthcheck; a non-zero exit
+    # stops the update.
     one_shot: bool = False
+    # Jobs that must have succeeded before this container is created.
+    after: Sequence[HardenedContainer] = ()
     depends_on: Sequence[pulumi.Resource] = ()
 
 
 class HardenedContainer(pulumi.ComponentResource):
-    """A container with a pinned image, a healthcheck it must pass before dependents start
-    (``wait``), memory and CPU limits, rotated json-file logs, a restart policy,
-    ``no-new-privileges``, all capabilities dropped but the listed ones, a read-only root
-    filesystem with tmpfs for scratch space, and labels.
+    """A container with a pinned image, run as a non-root user; a healthcheck it must pass before
+    dependents start (``wait``); memory, CPU and process-count limits; rotated json-file logs; a
+    restart policy; ``no-new-privileges``, every capability dropped but the listed ones, a
+    read-only root filesystem with tmpfs for scratch space, and labels.
 
     Secrets and config files are delivered as files, never as environment variables: they are
     uploaded into a small ``<service>-files`` volume through a carrier container that is created
     but never started (Docker refuses uploads into a read-only root filesystem), and mounted
-    read-only at ``/run/stagecraft``.
+    read-only at ``/run/stagecraft``; each file is owned by the uid the container runs as.
+
+    A job (``one_shot``) is gated on its exit code: ``succeeded`` resolves only when it exited 0,
+    and containers created ``after`` it wait for that, so a failed migration stops the update
+    before anything that depends on it changes.
     """
 
     container: docker.Container
+    succeeded: pulumi.Output[str] | None = None
 
     def __init__(self, name: str, args: ContainerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagecraft:container:HardenedContainer", name, None, opts)
         naming = args.naming
+        self.service = args.service
         labels = naming.labels(service=args.service)
         envs = checked_env(args.env)
+        self.user = args.user or image_user(args.settings.image).user
+        self.uid = self.user.split(":", 1)[0]
         self.image = docker.RemoteImage(
             f"{name}-image",
             name=args.settings.image,
@@ -113,22 +153,14 @@ class HardenedContainer(pulumi.ComponentResource):
             opts=child(self, was=args.service),
         )
         mounts = [
-            docker.ContainerMountArgs(type="volume", source=volume, target=path)
+            docker.ContainerMountArgs(
+                type="volume", source=volume, target=path, read_only=True if path in args.read_only_volumes else None
+            )
             for path, volume in sorted(args.volumes.items())
         ]
-        mounts += [
-            docker.ContainerMountArgs(
-                type="bind",
-                source=host,
-                target=path,
-                read_only=True,
-                bind_options=docker.ContainerMountBindOptionsArgs(propagation="rslave"),
-            )
-            for path, host in sorted(args.host_mounts.items())
-        ]
         depends_on = list(args.depends_on)
+        labels_args: list[pulumi.Input[docker.ContainerLabelArgs]] = list(container_labels(labels))
         carrier = self._files_carrier(name, args, labels)
-        files_label = None
         if carrier is not None:
             files_volume, carrier_container = carrier
             mounts.append(
@@ -136,7 +168,15 @@ class HardenedContainer(pulumi.ComponentResource):
             )
             depends_on.append(carrier_container)
             # A new carrier (new files) replaces the service container so it reads them.
-            files_label = carrier_container.id.apply(lambda cid: cid[:12])
+            labels_args.append(
+                docker.ContainerLabelArgs(label="stagecraft.files", value=carrier_container.id.apply(lambda i: i[:12]))
+            )
+        for job in args.after:
+            # The label resolves only once the job succeeded, so this container is never created
+            # after a failed job (depends_on alone would only wait for the job to finish).
+            assert job.succeeded is not None, f"{job.service} is not a job"
+            depends_on.append(job.container)
+            labels_args.append(docker.ContainerLabelArgs(label=f"stagecraft.after.{job.service}", value=job.succeeded))
 
         check = args.settings.healthcheck
         healthcheck = None
@@ -148,9 +188,6 @@ class HardenedContainer(pulumi.ComponentResource):
                 retries=check.retries,
                 start_period=_duration(check.start_period_s),
             )
-        labels_args: list[pulumi.Input[docker.ContainerLabelArgs]] = list(container_labels(labels))
-        if files_label is not None:
-            labels_args.append(docker.ContainerLabelArgs(label="stagecraft.files", value=files_label))
         tmpfs = {"/tmp": tmpfs_options(args.tmp_mb), **args.tmpfs}
         self.container = docker.Container(
             name,
@@ -159,11 +196,12 @@ class HardenedContainer(pulumi.ComponentResource):
             command=list(args.command) if args.command else None,
             entrypoints=list(args.entrypoint) if args.entrypoint else None,
             envs=envs,
-            user=args.user,
+            user=self.user,
             memory=args.settings.memory_mb,
             memory_swap=args.settings.memory_mb,  # no swap beyond the limit
             cpus=f"{args.settings.cpus:g}",
             shm_size=args.shm_size_mb,
+            ulimits=[docker.ContainerUlimitArgs(name="nofile", soft=NOFILE_LIMIT, hard=NOFILE_LIMIT)],
             healthcheck=healthcheck,
             log_driver="json-file",
             log_opts=dict(LOG_OPTIONS),
@@ -187,25 +225,49 @@ class HardenedContainer(pulumi.ComponentResource):
                 )
                 for attachment in args.networks
             ],
+            # A container that needs no network gets none (not Docker's default bridge).
+            network_mode=None if args.networks else "none",
             ports=list(args.ports) or None,
+            stop_signal=args.stop_signal,
             labels=labels_args,
             destroy_grace_seconds=30,
             # Names are fixed, so the old container must go before its replacement starts.
             opts=child(self, was=args.service, depends_on=depends_on, delete_before_replace=True),
         )
         self.name = self.container.name
+        if args.one_shot:
+            job, container_name = args.service, naming.container(args.service)
+            secrets = [pulumi.Output.from_input(value) for value in args.secret_files.values()]
+            self.succeeded = pulumi.Output.all(self.container.exit_code, self.container.container_logs, *secrets).apply(
+                lambda values: job_outcome(job, container_name, values[0], values[1], values[2:])
+            )
+        else:
+            self._limit_processes(name, args.settings.pids_limit)
         self.register_outputs({"name": self.name})
+
+    def _limit_processes(self, name: str, limit: int) -> None:
+        """The provider cannot set a PIDs cgroup limit, so it is applied with `docker update` on
+        the machine running Pulumi, against the same Docker host, whenever the container is new."""
+        host = pulumi.Config("docker").get("host")
+        command.local.Command(
+            f"{name}-pids-limit",
+            create=pulumi.Output.concat("docker update --pids-limit ", str(limit), " ", self.container.id),
+            environment={"DOCKER_HOST": host} if host else None,
+            triggers=[self.container.id],
+            opts=child(self, depends_on=[self.container]),
+        )
 
     def _files_carrier(
         self, name: str, args: ContainerArgs, labels: dict[str, str]
     ) -> tuple[docker.Volume, docker.Container] | None:
+        owner = self.user.split(":", 1)
         uploads = [
             docker.ContainerUploadArgs(
                 file=secret_path(file_name),
                 content=pulumi.Output.secret(value),
                 permissions="0400",
-                owner=args.file_owner,
-                group=args.file_owner,
+                owner=owner[0],
+                group=owner[1],
             )
             for file_name, value in sorted(args.secret_files.items())
         ]
@@ -214,8 +276,8 @@ class HardenedContainer(pulumi.ComponentResource):
                 file=config_path(file_name),
                 content=content,
                 permissions="0555" if file_name in args.executable_files else "0444",
-                owner=args.file_owner,
-                group=args.file_owner,
+                owner=owner[0],
+                group=owner[1],
             )
             for file_name, content in sorted(args.config_files.items())
         ]
@@ -234,6 +296,7 @@ class HardenedContainer(pulumi.ComponentResource):
             start=False,
             must_run=False,
             network_mode="none",
+            user=self.user,
             uploads=uploads,
             mounts=[docker.ContainerMountArgs(type="volume", source=volume.name, target=FILES_ROOT)],
             security_opts=["no-new-privileges:true"],

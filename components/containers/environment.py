@@ -8,23 +8,41 @@ from collections.abc import Mapping
 
 from components.config import AppSettings
 
-# Variable names that must never carry a value, only a *_FILE path.
-SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|_PWD|SECRET|TOKEN|_KEY|CREDENTIAL|PRIVATE)", re.IGNORECASE)
+# A variable whose name contains one of these words looks like it carries a secret.
+SECRET_NAME = re.compile(r"PASS|PWD|AUTH|KEY|TOKEN|SECRET|CREDENTIAL|PRIVATE", re.IGNORECASE)
+# Where delivered files live: a secret-looking variable may point at one of them.
+FILES_PREFIX = "/run/stagecraft/"
+# Settings whose names look secret but whose values are not.
+NON_SECRET_SETTINGS = {
+    "POSTGRES_HOST_AUTH_METHOD": "scram-sha-256",
+    "GF_AUTH_ANONYMOUS_ENABLED": "false",
+}
 
 
 class UnsafeEnvironmentError(ValueError):
     """An environment variable that would carry a secret in plaintext."""
 
 
+def safe_value(key: str, value: str) -> bool:
+    """Whether a variable can be set to ``value`` without leaking a secret: a name that looks
+    secret may only hold the path of a delivered file, true/false, or a listed setting."""
+    if not SECRET_NAME.search(key):
+        return True
+    return value.startswith(FILES_PREFIX) or value in ("true", "false") or NON_SECRET_SETTINGS.get(key) == value
+
+
 def checked_env(env: Mapping[str, str]) -> list[str]:
-    """`KEY=value` pairs; a secret-looking name must end in _FILE, and values must be plain text
-    known now (a pulumi Output could be a secret, so it is refused)."""
+    """`KEY=value` pairs; a secret-looking name holds only a file path (deliver the secret as a
+    file and point `<NAME>_FILE` at it), and values are plain text known now (a pulumi Output
+    could be a secret, so it is refused)."""
     pairs = []
     for key, value in sorted(env.items()):
         if not isinstance(value, str):
             raise UnsafeEnvironmentError(f"{key}: environment values must be plain strings, never Outputs")
-        if SECRET_NAME.search(key) and not key.endswith("_FILE"):
-            raise UnsafeEnvironmentError(f"{key}: looks like a secret; deliver it as a file and set {key}_FILE")
+        if not safe_value(key, value):
+            raise UnsafeEnvironmentError(
+                f"{key}: looks like a secret; deliver it as a file under {FILES_PREFIX} and set {key}_FILE"
+            )
         pairs.append(f"{key}={value}")
     return pairs
 

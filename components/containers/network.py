@@ -13,9 +13,18 @@ from components.containers.labels import network_labels
 from components.naming import Naming
 from components.resources import child
 
-# edge: the proxy's published side. app: proxy <-> api/web/grafana. data: databases, internal.
-# monitoring: Prometheus and what it scrapes, internal.
-INTERNAL = {"edge": False, "app": False, "data": True, "monitoring": True}
+# Internal networks have no route out: nothing on them reaches the internet or is published.
+# edge (the proxy's published side), app (the proxy and what it serves) and egress (jobs that
+# reach Google Cloud) are not internal.
+INTERNAL = {
+    "edge": False,
+    "app": False,
+    "data": True,
+    "chroma": True,
+    "temporal": True,
+    "monitoring": True,
+    "egress": False,
+}
 
 
 def host_address(subnet: str, index: int) -> str:
@@ -30,9 +39,10 @@ class NetworksArgs:
 
 
 class Networks(pulumi.ComponentResource):
-    """Creates the edge, app, data and monitoring networks with the environment's own
-    non-overlapping subnets, so staging and prod can share one Docker host. The data and
-    monitoring networks are internal: no route out, nothing published from them."""
+    """Creates the environment's networks with its own non-overlapping subnets, so staging and
+    prod can share one Docker host. Each unauthenticated service (Chroma, Temporal) gets a
+    network shared with its real clients only; the data, Chroma, Temporal and monitoring
+    networks are internal: no route out, nothing published from them."""
 
     networks: dict[str, docker.Network]
 

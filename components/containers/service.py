@@ -3,7 +3,7 @@ the environment's names, under logical names prefixed with its own."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pulumi
@@ -50,13 +50,40 @@ class ServiceComponent(pulumi.ComponentResource):
             opts=child(self, was=service, was_parent=self._was_parent),
         )
 
+    def volume_owner(
+        self, service: str, settings: Service, owner: str, volumes: Mapping[str, docker.Volume]
+    ) -> HardenedContainer:
+        """A job that hands fresh volumes to the uid a service runs as, for images whose data
+        directory a volume cannot inherit an owner from. It runs as root with CHOWN alone and no
+        network, once per volume (and again only if the volumes or the owner change)."""
+        return self.container(
+            "volume-owner",
+            f"{service}-volume-owner",
+            settings,
+            networks=[],
+            entrypoint=["chown", "-R", owner, *sorted(volumes)],
+            user="0:0",
+            volumes={path: volume.name for path, volume in volumes.items()},
+            cap_add=("CHOWN",),
+            one_shot=True,
+        )
+
     def data_volume(self, service: str, protect: bool) -> docker.Volume:
         """The named volume holding the service's data; prod protects and retains it."""
+        return self.volume("data", service, "data", protect)
+
+    def volume(self, suffix: str, service: str, purpose: str, protect: bool) -> docker.Volume:
+        """A named volume of the service (``<prefix>-<service>-<purpose>``) that holds state;
+        prod protects and retains it."""
         return docker.Volume(
-            f"{self._prefix}-data",
-            name=self.naming.volume(service),
+            f"{self._prefix}-{suffix}",
+            name=self.naming.volume(service, purpose),
             labels=volume_labels(self.naming.labels(service=service)),
             opts=child(
-                self, was=f"{service}-data", was_parent=self._was_parent, protect=protect, retain_on_delete=protect
+                self,
+                was=f"{service}-{purpose}",
+                was_parent=self._was_parent,
+                protect=protect,
+                retain_on_delete=protect,
             ),
         )

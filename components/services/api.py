@@ -9,7 +9,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import ApiService, AppSettings
-from components.containers.container import Attachment, secret_path
+from components.containers.container import Attachment, HardenedContainer, secret_path
 from components.containers.endpoints import Endpoint, ScrapeTarget
 from components.containers.environment import app_environment
 from components.containers.healthchecks import http_check
@@ -19,6 +19,7 @@ from components.naming import Naming
 # The secrets the API reads, each as a file of the same name; its workload's grants follow from
 # this list.
 SECRETS = ("app-db-password", "redis-password", "api-secret-key", "jwt-signing-key")
+GCP_KEY_FILE = "gcp-key.json"
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Dependencies:
     database: str
     database_user: str
     redis: Endpoint
+    redis_user: str
     chroma: Endpoint
     temporal: Endpoint
     temporal_namespace: str
@@ -43,16 +45,23 @@ class ApiArgs:
     secrets: Mapping[str, pulumi.Input[str]]
     data_network: docker.Network
     app_network: docker.Network
+    chroma_network: docker.Network
+    temporal_network: docker.Network
     monitoring_network: docker.Network
     gcp_project: str
+    # The API's service account key (JSON), when its credentials are a key file.
+    gcp_key: pulumi.Input[str] | None = None
     ports: Sequence[docker.ContainerPortArgs] = ()
+    # Jobs the migration waits for (they must have succeeded); services the API needs running.
+    after: Sequence[HardenedContainer] = ()
     depends_on: Sequence[pulumi.Resource] = ()
 
 
 class Api(ServiceComponent):
     """Creates the API container and its one-shot migration job (``alembic upgrade head``
-    unless config says otherwise). The migration runs with the new image and must finish
-    before the API container is replaced; secrets reach both as files only."""
+    unless config says otherwise). The migration runs with the new image and must succeed
+    before the API container is replaced; secrets reach both as files only, and the API alone
+    gets its service account's key."""
 
     def __init__(self, name: str, args: ApiArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagecraft:api:Api", name, args.naming, opts)
@@ -70,6 +79,7 @@ class Api(ServiceComponent):
             "DATABASE_PASSWORD_FILE": secret_path("app-db-password"),
             "REDIS_HOST": deps.redis.host,
             "REDIS_PORT": str(deps.redis.port),
+            "REDIS_USERNAME": deps.redis_user,
             "REDIS_PASSWORD_FILE": secret_path("redis-password"),
             "CHROMA_URL": deps.chroma.url(),
             "TEMPORAL_ADDRESS": deps.temporal.address,
@@ -80,18 +90,27 @@ class Api(ServiceComponent):
             "METRICS_PATH": args.settings.metrics_path,
         }
         secret_files = {secret: args.secrets[secret] for secret in SECRETS}
+        user = args.settings.user
         self.migration = self.container(
             "migrate",
             "api-migrate",
             args.settings,
+            # The database is all a migration touches.
             networks=[Attachment(args.data_network)],
             command=list(args.settings.migrate_command),
             env=base_env,
             secret_files=secret_files,
+            user=user,
             tmp_mb=128,
             one_shot=True,
-            depends_on=args.depends_on,
+            after=args.after,
         )
+        server_env = {**base_env, "GCS_UPLOADS_BUCKET": naming.bucket("uploads")}
+        server_secrets = dict(secret_files)
+        if args.gcp_key is not None:
+            # Its own service account's key: the uploads bucket is reachable with it alone.
+            server_secrets[GCP_KEY_FILE] = args.gcp_key
+            server_env["GOOGLE_APPLICATION_CREDENTIALS"] = secret_path(GCP_KEY_FILE)
         self.server = self.container(
             "server",
             "api",
@@ -99,13 +118,17 @@ class Api(ServiceComponent):
             networks=[
                 Attachment(args.app_network, aliases=("api",)),
                 Attachment(args.data_network),
+                Attachment(args.chroma_network),
+                Attachment(args.temporal_network),
                 Attachment(args.monitoring_network, aliases=("api",)),
             ],
-            env={**base_env, "GCS_UPLOADS_BUCKET": naming.bucket("uploads")},
-            secret_files=secret_files,
+            env=server_env,
+            secret_files=server_secrets,
+            user=user,
             tmp_mb=128,
             health_test=http_check(args.settings.port, args.settings.health_path, args.settings.health_command),
             ports=args.ports,
-            depends_on=[self.migration.container],
+            after=[self.migration],
+            depends_on=args.depends_on,
         )
         self.register_outputs({"host": self.endpoint.host})

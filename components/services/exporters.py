@@ -10,7 +10,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components.config import Services
-from components.containers.container import Attachment, secret_path
+from components.containers.container import Attachment, HardenedContainer, secret_path
 from components.containers.endpoints import Endpoint, ScrapeTarget
 from components.containers.healthchecks import wget_check
 from components.containers.service import ServiceComponent
@@ -19,9 +19,8 @@ from components.naming import Naming
 POSTGRES_EXPORTER_PORT = 9187
 REDIS_EXPORTER_PORT = 9121
 NODE_EXPORTER_PORT = 9100
-NOBODY = "65534"  # the images' `nobody` user
 # The secrets the exporters read; the monitoring workload's grants follow from this list.
-SECRETS = ("postgres-exporter-password",)
+SECRETS = ("postgres-exporter-password", "redis-exporter-password")
 
 
 def render_redis_exporter_passwords(redis_url: str, password: str) -> str:
@@ -39,7 +38,10 @@ class ExportersArgs:
     postgres_user: str
     postgres_password: pulumi.Input[str]
     redis: Endpoint
+    redis_user: str
     redis_password: pulumi.Input[str]
+    # Jobs that must have succeeded first (the Postgres exporter's role is made by one).
+    after: Sequence[HardenedContainer] = ()
     depends_on: Sequence[pulumi.Resource] = ()
     # The component these resources lived under before monitoring was split by concern.
     was_parent: pulumi.Input[str] | None = None
@@ -54,7 +56,6 @@ class Exporters(ServiceComponent):
         super().__init__("stagecraft:exporters:Exporters", name, args.naming, opts, was_parent=args.was_parent)
         naming = args.naming
         services = args.services
-        user = f"{NOBODY}:{NOBODY}"
         self.postgres = self.container(
             "postgres",
             "postgres-exporter",
@@ -69,10 +70,8 @@ class Exporters(ServiceComponent):
                 "DATA_SOURCE_PASS_FILE": secret_path("postgres-exporter-password"),
             },
             secret_files={"postgres-exporter-password": args.postgres_password},
-            user=user,
-            file_owner=NOBODY,
             health_test=wget_check(POSTGRES_EXPORTER_PORT, "/metrics"),
-            depends_on=args.depends_on,
+            after=args.after,
         )
         redis_url = f"redis://{args.redis.address}"
         self.redis = self.container(
@@ -83,14 +82,16 @@ class Exporters(ServiceComponent):
                 Attachment(args.data_network),
                 Attachment(args.monitoring_network, aliases=("redis-exporter",)),
             ],
-            env={"REDIS_ADDR": redis_url, "REDIS_PASSWORD_FILE": secret_path("redis-passwords.json")},
+            env={
+                "REDIS_ADDR": redis_url,
+                "REDIS_USER": args.redis_user,
+                "REDIS_PASSWORD_FILE": secret_path("redis-passwords.json"),
+            },
             secret_files={
                 "redis-passwords.json": pulumi.Output.from_input(args.redis_password).apply(
                     lambda password: render_redis_exporter_passwords(redis_url, password)
                 )
             },
-            user=user,
-            file_owner=NOBODY,
             health_test=wget_check(REDIS_EXPORTER_PORT, "/metrics"),
             depends_on=args.depends_on,
         )
@@ -99,14 +100,10 @@ class Exporters(ServiceComponent):
             "node-exporter",
             services.node_exporter,
             networks=[Attachment(args.monitoring_network, aliases=("node-exporter",))],
-            # Read-only view of the host's file systems for the disk alert; as nobody, it
-            # can stat mount points but read only world-readable files.
-            command=[
-                "--path.rootfs=/host",
-                "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run)($|/)",
-            ],
-            host_mounts={"/host": "/"},
-            user=user,
+            # No bind mount of the host: /proc reports the host's CPUs and memory, and the
+            # container's root file system is the one holding Docker's data (and so every
+            # volume), which is the disk the disk alert is about.
+            command=["--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|etc)($|/)"],
             health_test=wget_check(NODE_EXPORTER_PORT, "/metrics"),
         )
         self.scrape_targets = [

@@ -23,10 +23,29 @@ from components.containers.service import ServiceComponent
 from components.naming import Naming
 
 PORT = 3000
-GRAFANA_UID = "472"  # the `grafana` user of the official image
+DATA_DIR = "/var/lib/grafana"
 DASHBOARDS_DIR = Path(__file__).resolve().parent.parent / "dashboards"
 # The secrets Grafana reads; the monitoring workload's grants follow from this list.
 SECRETS = ("grafana-admin-password",)
+
+
+def render_entrypoint(password_file: str, data_dir: str = DATA_DIR) -> str:
+    """Grafana takes the admin password from its file only when it creates its database; on
+    every later start this sets it from the current file first (read on stdin, never on a
+    command line), so a rotated password takes effect. Then the image's own entrypoint."""
+    return "\n".join(
+        [
+            "#!/bin/sh",
+            "# stagecraft: rendered, do not edit",
+            "set -eu",
+            f"if [ -s {data_dir}/grafana.db ]; then",
+            "    grafana cli --homepath /usr/share/grafana --config /etc/grafana/grafana.ini \\",
+            f"        admin reset-admin-password --password-from-stdin < {password_file} >/dev/null",
+            "fi",
+            'exec /run.sh "$@"',
+            "",
+        ]
+    )
 
 
 def endpoint(naming: Naming) -> Endpoint:
@@ -141,15 +160,16 @@ class Grafana(ServiceComponent):
                 "GF_SERVER_ROOT_URL": f"https://{args.domain}/",
                 "GF_PATHS_PROVISIONING": config_path(provisioning),
             },
+            entrypoint=["/bin/sh", config_path("entrypoint.sh")],
             secret_files={"grafana-admin-password": args.admin_password},
             config_files={
                 f"{provisioning}/datasources/prometheus.yaml": render_datasource(args.prometheus.url()),
                 f"{provisioning}/dashboards/stagecraft.yaml": render_dashboard_provider(config_path("dashboards")),
+                "entrypoint.sh": render_entrypoint(secret_path("grafana-admin-password")),
                 **dashboards,
             },
-            user=f"{GRAFANA_UID}:{GRAFANA_UID}",
-            file_owner=GRAFANA_UID,
-            volumes={"/var/lib/grafana": self.volume.name},
+            executable_files=frozenset({"entrypoint.sh"}),
+            volumes={DATA_DIR: self.volume.name},
             health_test=wget_check(PORT, "/api/health"),
             ports=args.ports,
             depends_on=args.depends_on,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -16,6 +16,8 @@ from components.naming import Naming
 from components.templates import render
 
 PORT = 5432
+SOCKET_DIR = "/var/run/postgresql"
+READY_FILE = "/tmp/stagecraft-ready"
 POSTGRES_UID = "999"  # the `postgres` user of the official image
 # Connection limits per role: the app and Temporal share the server; the metrics role needs few.
 CONNECTION_LIMITS = {"app": 200, "temporal": 200, "monitor": 5}
@@ -39,11 +41,41 @@ def postgres_tuning(memory_mb: int) -> dict[str, str]:
     }
 
 
-def server_command(memory_mb: int) -> list[str]:
+def server_command(memory_mb: int, hba_file: str) -> list[str]:
     command = ["postgres"]
-    for key, value in postgres_tuning(memory_mb).items():
+    for key, value in {**postgres_tuning(memory_mb), "hba_file": hba_file}.items():
         command += ["-c", f"{key}={value}"]
     return command
+
+
+def render_pg_hba(client_networks: Sequence[str]) -> str:
+    """pg_hba.conf: the superuser over the socket by peer authentication (the server sets its own
+    password that way); everyone else over TCP with scram-sha-256, from the stack's data network
+    only."""
+    return render("pg_hba.conf.j2", client_networks=list(client_networks))
+
+
+def render_superuser_sql(password_file: str) -> str:
+    return render("superuser.sql.j2", password_file=password_file)
+
+
+def render_entrypoint(
+    superuser_sql: str,
+    ready_file: str = READY_FILE,
+    entrypoint: str = "docker-entrypoint.sh",
+    socket_dir: str = SOCKET_DIR,
+    port: int = PORT,
+) -> str:
+    """The server's entrypoint: the image's own, then the superuser's password applied from its
+    file, then a ready marker the healthcheck looks for."""
+    return render(
+        "postgres-entrypoint.sh.j2",
+        ready_file=ready_file,
+        entrypoint=entrypoint,
+        socket_dir=socket_dir,
+        port=port,
+        superuser_sql=superuser_sql,
+    )
 
 
 @dataclass(frozen=True)
@@ -102,10 +134,10 @@ def render_pgpass(host: str, password: str, port: int = PORT) -> str:
     return f"{host}:{port}:*:postgres:{escaped}\n"
 
 
-def readiness_check(port: int = PORT) -> list[str]:
-    """TCP on 127.0.0.1: the init-time server listens on the socket only, so this stays
-    unhealthy until the real server accepts connections."""
-    return ["CMD", "pg_isready", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres"]
+def readiness_check(port: int = PORT, ready_file: str = READY_FILE) -> list[str]:
+    """Ready once the entrypoint applied the superuser's password, and the real server accepts
+    TCP connections (the first-start init server listens on the socket only)."""
+    return ["CMD-SHELL", f"test -f {ready_file} && pg_isready -q -h 127.0.0.1 -p {port} -U postgres -d postgres"]
 
 
 @dataclass(frozen=True)
@@ -117,13 +149,17 @@ class PostgresArgs:
     app_password: pulumi.Input[str]
     temporal_password: pulumi.Input[str]
     monitor_password: pulumi.Input[str]
+    # The networks whose containers may connect (the stack's data network).
+    client_networks: Sequence[str] = ()
     protect: bool = False
 
 
 class Postgres(ServiceComponent):
-    """Creates the Postgres 15 server (scram-sha-256 everywhere, memory settings derived from its
-    limit, data on a named volume that prod protects and retains) and a one-shot job that
-    applies the roles-and-databases script once the server is healthy."""
+    """Creates the Postgres 15 server (scram-sha-256 over TCP from the data network only,
+    memory settings derived from its limit, data on a named volume that prod protects and
+    retains) and a one-shot job that applies the roles-and-databases script once the server is
+    healthy. The server sets its superuser's password from the secret file on every start, so
+    rotating that secret needs nothing more than an update."""
 
     def __init__(self, name: str, args: PostgresArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagecraft:postgres:Postgres", name, args.naming, opts)
@@ -131,13 +167,14 @@ class Postgres(ServiceComponent):
         self.endpoint = Endpoint(args.naming.container("postgres"), PORT)
         self.volume = self.data_volume("postgres", args.protect)
         network = [Attachment(args.data_network, aliases=("postgres",))]
-        user = f"{POSTGRES_UID}:{POSTGRES_UID}"
+        superuser_sql = config_path("superuser.sql")
         self.server = self.container(
             "server",
             "postgres",
             args.settings,
             network,
-            command=server_command(args.settings.memory_mb),
+            entrypoint=["/bin/sh", config_path("entrypoint.sh")],
+            command=server_command(args.settings.memory_mb, config_path("pg_hba.conf")),
             env={
                 "POSTGRES_USER": "postgres",
                 "POSTGRES_PASSWORD_FILE": secret_path("postgres-superuser-password"),
@@ -146,13 +183,19 @@ class Postgres(ServiceComponent):
                 "PGDATA": "/var/lib/postgresql/data/pgdata",
             },
             secret_files={"postgres-superuser-password": args.superuser_password},
-            user=user,
-            file_owner=POSTGRES_UID,
+            config_files={
+                "entrypoint.sh": render_entrypoint(superuser_sql),
+                "pg_hba.conf": render_pg_hba(args.client_networks),
+                "superuser.sql": render_superuser_sql(secret_path("postgres-superuser-password")),
+            },
+            executable_files=frozenset({"entrypoint.sh"}),
             health_test=readiness_check(),
             volumes={"/var/lib/postgresql/data": self.volume.name},
             tmp_mb=64,
-            tmpfs={"/var/run/postgresql": tmpfs_options(owner=POSTGRES_UID, mode="0775")},
+            tmpfs={SOCKET_DIR: tmpfs_options(owner=POSTGRES_UID, mode="0775")},
             shm_size_mb=max(64, args.settings.memory_mb // 4),
+            # Postgres shuts down fast and cleanly on SIGINT; the entrypoint passes it on.
+            stop_signal="SIGINT",
         )
         password_files = {
             "app": secret_path("app-db-password"),
@@ -176,8 +219,6 @@ class Postgres(ServiceComponent):
                 "postgres-exporter-password": args.monitor_password,
             },
             config_files={"init.sql": render_init_sql(self.layout, password_files)},
-            user=user,
-            file_owner=POSTGRES_UID,
             one_shot=True,
             depends_on=[self.server.container],
         )

@@ -18,7 +18,6 @@ from components.containers.service import ServiceComponent
 from components.naming import Naming
 
 PORT = 9090
-NOBODY = "65534"  # the images' `nobody` user
 
 
 @dataclass(frozen=True)
@@ -184,8 +183,6 @@ class Prometheus(ServiceComponent):
                 f"--web.listen-address=0.0.0.0:{PORT}",
             ],
             config_files={"prometheus.yml": self.config, "alerts.yml": self.alert_rules},
-            user=f"{NOBODY}:{NOBODY}",
-            file_owner=NOBODY,
             volumes={"/prometheus": self.volume.name},
             health_test=wget_check(PORT, "/-/ready"),
             depends_on=args.depends_on,

@@ -1,7 +1,9 @@
-"""Redis 7: password required, memory-bounded, persistent."""
+"""Redis 7: one ACL user per client, memory-bounded, persistent."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
@@ -18,7 +20,26 @@ from components.containers.service import ServiceComponent
 from components.naming import Naming
 
 PORT = 6379
-REDIS_UID = "999"  # the `redis` user of the official image
+# One ACL user per client, each allowed only what it needs; the `default` user is off.
+ACL_RULES = {
+    # The application: data commands, but nothing that wipes, reconfigures or replicates.
+    "app": "~* &* +@all -@dangerous -@admin +info +client|setname +client|getname +client|id",
+    # The metrics exporter reads server state and nothing else.
+    "exporter": (
+        "-@all +@connection +ping +info +config|get +client|list +slowlog|get +slowlog|len +latency|latest +dbsize"
+    ),
+    # Backups stream a snapshot the way a replica would, and do nothing else.
+    "backup": "-@all +@connection +ping +sync +psync +replconf",
+    # The container's own healthcheck.
+    "healthcheck": "-@all +ping",
+}
+# Which generated secret holds each user's password.
+USER_SECRETS = {
+    "app": "redis-password",
+    "exporter": "redis-exporter-password",
+    "backup": "redis-backup-password",
+    "healthcheck": "redis-healthcheck-password",
+}
 
 
 def maxmemory_mb(memory_mb: int) -> int:
@@ -26,15 +47,15 @@ def maxmemory_mb(memory_mb: int) -> int:
     return max(16, memory_mb * 3 // 4)
 
 
-def render_redis_conf(memory_mb: int, auth_file: str, data_dir: str = "/data", port: int = PORT) -> str:
-    """redis.conf; the password comes from ``auth_file`` (a `requirepass` line) via include."""
+def render_redis_conf(memory_mb: int, acl_file: str, data_dir: str = "/data", port: int = PORT) -> str:
+    """redis.conf; the users and their password hashes come from ``acl_file``."""
     return "\n".join(
         [
             "# stagecraft: rendered, do not edit",
             f"port {port}",
             "bind * -::*",
             "protected-mode yes",
-            f"include {auth_file}",
+            f"aclfile {acl_file}",
             f"maxmemory {maxmemory_mb(memory_mb)}mb",
             "maxmemory-policy allkeys-lru",
             "appendonly yes",
@@ -50,14 +71,19 @@ def render_redis_conf(memory_mb: int, auth_file: str, data_dir: str = "/data", p
     )
 
 
-def auth_ping(password_file: str, port: int = PORT) -> str:
+def render_acl(passwords: Mapping[str, str]) -> str:
+    """users.acl: ``default`` off, then one user per client with the SHA-256 of its password (the
+    file holds no password) and only the commands in ACL_RULES."""
+    lines = ["user default off nopass nocommands"]
+    for user, rules in ACL_RULES.items():
+        digest = hashlib.sha256(passwords[user].encode()).hexdigest()
+        lines.append(f"user {user} on #{digest} resetchannels {rules}")
+    return "\n".join(lines) + "\n"
+
+
+def auth_ping(password_file: str, user: str = "healthcheck", port: int = PORT) -> str:
     """Healthcheck: a bare `redis-cli ping` exits 0 on NOAUTH, so authenticate and require PONG."""
-    return f'REDISCLI_AUTH="$(cat {password_file})" redis-cli -h 127.0.0.1 -p {port} ping | grep -qx PONG'
-
-
-def render_auth_conf(password: str) -> str:
-    escaped = password.replace("\\", "\\\\").replace('"', '\\"')
-    return f'requirepass "{escaped}"\n'
+    return f'REDISCLI_AUTH="$(cat {password_file})" redis-cli --user {user} -h 127.0.0.1 -p {port} ping | grep -qx PONG'
 
 
 @dataclass(frozen=True)
@@ -65,33 +91,33 @@ class RedisArgs:
     naming: Naming
     settings: RedisService
     data_network: docker.Network
-    password: pulumi.Input[str]
+    # Each ACL user's password (see USER_SECRETS).
+    passwords: Mapping[str, pulumi.Input[str]]
     protect: bool = False
 
 
 class Redis(ServiceComponent):
-    """Creates the Redis server: AUTH required (password from a file), `maxmemory` derived
-    from the container limit with `allkeys-lru`, append-only persistence on a named volume."""
+    """Creates the Redis server: one ACL user per client with only the commands it needs (the
+    default user off, password hashes only), `maxmemory` derived from the container limit with
+    `allkeys-lru`, append-only persistence on a named volume."""
 
     def __init__(self, name: str, args: RedisArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagecraft:redis:Redis", name, args.naming, opts)
-        naming = args.naming
-        self.endpoint = Endpoint(naming.container("redis"), PORT)
+        self.endpoint = Endpoint(args.naming.container("redis"), PORT)
         self.volume = self.data_volume("redis", args.protect)
+        users = list(ACL_RULES)
+        acl = pulumi.Output.all(*(args.passwords[user] for user in users)).apply(
+            lambda values: render_acl(dict(zip(users, values, strict=True)))
+        )
         self.server = self.container(
             "server",
             "redis",
             args.settings,
             networks=[Attachment(args.data_network, aliases=("redis",))],
             command=["redis-server", config_path("redis.conf")],
-            secret_files={
-                "redis-auth.conf": pulumi.Output.from_input(args.password).apply(render_auth_conf),
-                "redis-password": args.password,
-            },
-            config_files={"redis.conf": render_redis_conf(args.settings.memory_mb, secret_path("redis-auth.conf"))},
-            user=f"{REDIS_UID}:{REDIS_UID}",
-            file_owner=REDIS_UID,
-            health_test=["CMD-SHELL", auth_ping(secret_path("redis-password"))],
+            secret_files={"users.acl": acl, "redis-healthcheck-password": args.passwords["healthcheck"]},
+            config_files={"redis.conf": render_redis_conf(args.settings.memory_mb, secret_path("users.acl"))},
+            health_test=["CMD-SHELL", auth_ping(secret_path("redis-healthcheck-password"))],
             volumes={"/data": self.volume.name},
         )
         self.register_outputs({"host": self.endpoint.host})

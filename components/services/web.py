@@ -45,6 +45,7 @@ class Web(ServiceComponent):
                 "PORT": str(args.settings.port),
                 "API_URL": args.api_url,
             },
+            user=args.settings.user,
             tmp_mb=64,
             health_test=http_check(args.settings.port, args.settings.health_path, args.settings.health_command),
             ports=args.ports,

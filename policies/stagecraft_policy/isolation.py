@@ -108,7 +108,7 @@ def no_plaintext_secret_env(args: Any, _settings: Settings) -> Iterable[str]:
         return
     for pair in args.props.get("envs") or []:
         key, _, value = str(pair).partition("=")
-        if SECRET_NAME.search(key) and not key.endswith("_FILE") and value:
+        if SECRET_NAME.search(key) and not key.endswith("_FILE") and value and not value.startswith("/run/stagecraft/"):
             yield f"env {key} holds a plaintext secret; deliver it as a file and set {key}_FILE instead"
         elif CREDENTIAL_URL.search(value):
             yield f"env {key} holds a URL with credentials; pass the password as a file"
