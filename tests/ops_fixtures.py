@@ -24,6 +24,11 @@ OPS = ROOT / "images" / "ops"
 if str(OPS) not in sys.path:
     sys.path.insert(0, str(OPS))
 
+# Without credentials, google-auth would look for a cloud metadata server off this machine; the
+# tests (and every tool process they start) must only ever talk to 127.0.0.1.
+os.environ["NO_GCE_CHECK"] = "true"
+os.environ["GCE_METADATA_HOST"] = os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
+
 with warnings.catch_warnings():
     # google-api-core announces, once at import, the end of its Python 3.11 support in 2027.
     warnings.simplefilter("ignore", FutureWarning)
@@ -234,7 +239,7 @@ def redis_server(directory: Path, data: Path | None = None) -> Iterator[RedisSer
                 "repl-diskless-sync-delay 0",
                 f"dir {data}",
                 f"user default on >{REDIS_ADMIN_PASSWORD} ~* &* +@all",
-                f'user backup on ">{REDIS_BACKUP_PASSWORD}" -@all +sync +psync +replconf +ping',
+                f'user backup on ">{REDIS_BACKUP_PASSWORD}" -@all +sync +replconf',
                 "",
             ]
         )

@@ -198,6 +198,18 @@ def test_redis_backup_user_needs_its_password(tmp_path: Path, pg: PostgresServer
     assert REDIS_BACKUP_PASSWORD not in (tmp_path / "metrics" / "stagecraft_backup.prom").read_text()
 
 
+def test_an_unwritable_metrics_directory_fails_the_run_after_the_upload(
+    tmp_path: Path, pg: PostgresServer, bucket: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_chroma(tmp_path / "chroma")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    settings = settings_for(tmp_path, pg, bucket, textfile_dir=str(blocker / "metrics"))
+    assert main(["--settings", str(settings), "backup", "--only", "chroma"]) == 1
+    assert f"textfile_dir: cannot write {blocker / 'metrics'}/stagecraft_backup.prom" in capsys.readouterr().err
+    manifest_of(bucket)  # the backup itself was completed
+
+
 # ---------------------------------------------------------------------------------------------
 # Settings and CLI
 
@@ -242,6 +254,18 @@ def test_bad_settings_exit_2_with_one_line_naming_file_and_key(
     assert len(lines) == 1, result.stderr
     assert f"bad.json: {key}: " in lines[0] and allowed in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_credentials_file_exits_2_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "gcp-key.json"
+    key.write_text(json.dumps({"type": "authorized_user"}))
+    settings = write_settings(tmp_path, credentials_file=str(key))
+    assert main(["--settings", str(settings), "backup", "--only", "chroma"]) == 2
+    assert f"ops.json: credentials_file: {key} is not a service account key" in capsys.readouterr().err
+    assert read_metrics(tmp_path / "metrics" / "stagecraft_backup.prom")["stagecraft_backup_last_run_success"] == 0
+    key.unlink()
+    assert main(["--settings", str(settings), "drill"]) == 2
+    assert f"credentials_file: cannot read {key}" in capsys.readouterr().err
 
 
 def test_unreadable_settings_and_secret_files_exit_2(tmp_path: Path) -> None:

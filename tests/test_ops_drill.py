@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -151,6 +154,37 @@ def test_drill_with_no_backup_fails_and_says_so(tmp_path: Path, pg: PostgresServ
     assert drill_metrics(tmp_path)["stagecraft_restore_drill_last_run_success"] == 0
 
 
+def test_a_backup_under_concurrent_writes_matches_its_own_dump(tmp_path: Path, pg: PostgresServer, bucket: Any) -> None:
+    """Rows and sequence values keep changing while the backup runs; the manifest still
+    describes exactly what the dump restores, so the drill passes. (Counting outside the dump's
+    snapshot, or reading sequences live, would record values the dump does not hold.)"""
+    settings = write_settings(tmp_path, bucket=bucket.name, postgres={"port": pg.port})
+    stop = threading.Event()
+    written = [0]
+
+    def writer() -> None:
+        with pg.connect(APP_DB) as connection:
+            while not stop.is_set():
+                connection.execute("INSERT INTO orders (customer_id, amount) VALUES (1, 1)")
+                connection.execute("SELECT nextval('invoice_numbers')")
+                written[0] += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        while written[0] < 20:
+            time.sleep(0.01)
+        before = written[0]
+        assert main(["--settings", str(settings), "backup", "--only", "postgres"]) == 0
+        during = written[0] - before
+    finally:
+        stop.set()
+        thread.join()
+    assert during > 10  # the writer really wrote while the backup ran
+    assert main(["--settings", str(settings), "drill"]) == 0
+    assert scratch_databases(pg) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # The scheduler, driven by an injected clock
 
@@ -176,8 +210,6 @@ class FakeClock:
 def _service(
     settings_path: Path, start: datetime, days: float, jobs: list[schedule.Job] | None = None
 ) -> tuple[schedule.Service, FakeClock, dict[str, list[datetime]]]:
-    import threading
-
     settings = load(str(settings_path))
     stop = threading.Event()
     clock = FakeClock(start, start + timedelta(days=days), stop)
@@ -284,3 +316,50 @@ def test_serve_heartbeats_passes_health_and_stops_cleanly_on_sigterm(tmp_path: P
     os.utime(heartbeat, (stale, stale))
     health = subprocess.run([*command, "health"], cwd=OPS, capture_output=True, text=True, timeout=60)
     assert health.returncode == 1 and "is 121 s old" in health.stdout
+
+
+def test_sigterm_during_a_backup_stops_it_and_cleans_up(tmp_path: Path, bucket: Any) -> None:
+    """The backup slot is due at start; Redis accepts the connection and never answers, so the
+    backup hangs in redis-cli. SIGTERM ends redis-cli, removes the work files, exits 0."""
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(1)
+    now = datetime.now(UTC)
+    (tmp_path / "chroma").mkdir()
+    settings = write_settings(
+        tmp_path,
+        bucket=bucket.name,
+        redis={"port": stalled.getsockname()[1]},
+        schedule={"backup_utc": now.strftime("%H:%M"), "drill": f"daily {(now + timedelta(hours=12)):%H:%M}"},
+    )
+    service = subprocess.Popen(
+        [sys.executable, "-m", "stagecraft_ops", "--settings", str(settings), "serve"],
+        cwd=OPS,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in service.stdout or ()], daemon=True).start()
+    try:
+        stalled.settimeout(30)
+        connection, _ = stalled.accept()  # redis-cli is connected and waiting for the RDB
+        work = list((tmp_path / "work").iterdir())
+        assert len(work) == 1 and work[0].name.startswith("backup-")
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=30)
+        connection.settimeout(10)
+        assert connection.recv(1024 * 1024) is not None  # drains what redis-cli sent
+        assert connection.recv(1024) == b""  # redis-cli is gone: the connection is closed
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait()
+        stalled.close()
+    output = []
+    while not lines.empty():
+        output.append(lines.get())
+    text = "".join(output)
+    assert service.returncode == 0, (service.stderr.read() if service.stderr else "") + text
+    assert "backup: slot" in text and "the running job was interrupted and cleaned up" in text
+    assert list((tmp_path / "work").iterdir()) == []

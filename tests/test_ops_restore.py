@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from ops_fixtures import (
     APP_DB,
+    OTHER_DB,
     PostgresServer,
     database_state,
     gcs_emulator,
@@ -56,7 +57,8 @@ def bucket(emulator: str, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtu
 
 
 def settings_for(tmp_path: Path, pg: PostgresServer, bucket: Any, **overrides: Any) -> Path:
-    return write_settings(tmp_path, bucket=bucket.name, postgres={"port": pg.port}, **overrides)
+    postgres = {"port": pg.port, **overrides.pop("postgres", {})}
+    return write_settings(tmp_path, bucket=bucket.name, postgres=postgres, **overrides)
 
 
 def only_manifest(bucket: Any) -> str:
@@ -164,6 +166,27 @@ def test_restore_reports_a_database_that_does_not_match_its_manifest(
     assert main(["--settings", str(settings), "restore", "--only", "postgres"]) == 1
     out = capsys.readouterr().out
     assert "MISMATCH postgres/acme_staging: table public.orders: 631 rows in the backup, 630 restored" in out
+
+
+def test_restore_one_database_leaves_the_others_alone(
+    tmp_path: Path, app_db: PostgresServer, bucket: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed_database(app_db, OTHER_DB)
+    try:
+        settings = settings_for(
+            tmp_path, app_db, bucket, postgres={"port": app_db.port, "databases": [APP_DB, OTHER_DB]}
+        )
+        assert main(["--settings", str(settings), "backup", "--only", "postgres"]) == 0
+        for database in (APP_DB, OTHER_DB):
+            app_db.query(database, 'DELETE FROM "Audit Log"')
+        args = ["--settings", str(settings), "restore", "--only", "postgres"]
+        assert main([*args, "--database", "acme_prod"]) == 2
+        assert "--database: 'acme_prod' is not one of" in capsys.readouterr().err
+        assert main([*args, "--database", OTHER_DB]) == 0
+        assert app_db.query(OTHER_DB, 'SELECT count(*) FROM "Audit Log"') == [(25,)]
+        assert app_db.query(APP_DB, 'SELECT count(*) FROM "Audit Log"') == [(0,)]
+    finally:
+        app_db.query("postgres", f"DROP DATABASE IF EXISTS {OTHER_DB} WITH (FORCE)")
 
 
 # ---------------------------------------------------------------------------------------------

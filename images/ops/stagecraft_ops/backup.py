@@ -138,7 +138,7 @@ def run(settings: Settings, reason: str, only: tuple[str, ...] | None = None, cl
     finally:
         finished = clock()
         sizes = {artifact.name: artifact.bytes for artifact in manifest.artifacts}
-        path = metrics.record_run(
+        metrics_error = metrics.record_logged(
             settings.textfile_dir,
             "backup",
             finished.timestamp(),
@@ -146,12 +146,13 @@ def run(settings: Settings, reason: str, only: tuple[str, ...] | None = None, cl
             succeeded,
             sizes,
         )
-        log("backup", f"metrics: {path} (success {int(succeeded)})")
     if not succeeded:
         summary = f"{len(manifest.failures)} of {len(manifest.failures) + len(manifest.artifacts)} artifacts failed"
         if usage_problem is not None:
             raise UsageError(f"{usage_problem} ({summary})")
         raise OperationError(f"backup {identifier} is incomplete: {summary}")
+    if metrics_error is not None:
+        raise metrics_error
     return manifest
 
 

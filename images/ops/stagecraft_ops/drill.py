@@ -14,7 +14,7 @@ from pathlib import Path
 from stagecraft_ops import metrics, postgres
 from stagecraft_ops.errors import OperationError, UsageError, log
 from stagecraft_ops.manifest import Artifact, backup_id
-from stagecraft_ops.restore import fetch_verified, find_manifest
+from stagecraft_ops.restore import fetch_verified, find_manifest, manifest_name
 from stagecraft_ops.runtime import Clock, utc_now, workspace
 from stagecraft_ops.settings import Settings
 from stagecraft_ops.storage import Bucket
@@ -71,6 +71,7 @@ def _drill_artifact(
 def run(settings: Settings, backup: str = "latest", clock: Clock = utc_now) -> DrillResult:
     """Drill ``backup`` (default the newest that holds every drill database); raises
     OperationError naming each failure. Writes the drill metrics file either way."""
+    manifest_name(backup)
     started = clock()
     result = DrillResult()
     databases = settings.postgres.drill_databases
@@ -99,10 +100,11 @@ def run(settings: Settings, backup: str = "latest", clock: Clock = utc_now) -> D
     finally:
         finished = clock()
         succeeded = not result.failures and bool(result.passed)
-        path = metrics.record_run(
+        metrics_error = metrics.record_logged(
             settings.textfile_dir, "drill", finished.timestamp(), (finished - started).total_seconds(), succeeded
         )
-        log("drill", f"metrics: {path} (success {int(succeeded)})")
     if result.failures:
         raise OperationError("restore drill failed: " + "; ".join(result.failures))
+    if metrics_error is not None:
+        raise metrics_error
     return result

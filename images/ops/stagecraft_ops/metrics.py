@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stagecraft_ops.errors import OperationError, log
+
 BACKUP_FILE = "stagecraft_backup.prom"
 DRILL_FILE = "stagecraft_restore_drill.prom"
 BACKUP_PREFIX = "stagecraft_backup"
@@ -146,5 +148,27 @@ def record_run(
         duration=duration,
         artifact_bytes={**previous.artifact_bytes, **(artifact_bytes or {})},
     )
-    write_atomic(path, render(prefix, what, current))
+    try:
+        write_atomic(path, render(prefix, what, current))
+    except OSError as error:
+        raise OperationError(f"textfile_dir: cannot write {path} ({error.strerror})") from None
     return path
+
+
+def record_logged(
+    directory: str,
+    kind: str,
+    finished: float,
+    duration: float,
+    success: bool,
+    artifact_bytes: Mapping[str, int] | None = None,
+) -> OperationError | None:
+    """``record_run`` from a ``finally``: logs the outcome and returns the error instead of
+    raising it, so it never hides the run's own failure."""
+    try:
+        path = record_run(directory, kind, finished, duration, success, artifact_bytes)
+    except OperationError as error:
+        log(kind, f"metrics NOT written: {error}")
+        return error
+    log(kind, f"metrics: {path} (success {int(success)})")
+    return None

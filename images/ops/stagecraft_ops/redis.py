@@ -2,7 +2,7 @@
 
 ``redis-cli --rdb`` asks the server for a full sync, the same point-in-time RDB a replica gets.
 It authenticates as the backup ACL user (``user``), with the password passed to redis-cli only
-in its ``REDISCLI_AUTH`` variable. The user needs ``+sync +psync +replconf +ping`` and nothing else.
+in its ``REDISCLI_AUTH`` variable. The user needs ``-@all +sync +replconf`` and nothing else.
 
 A restore writes the RDB as ``dump.rdb`` and as the base of a fresh append-only directory: with
 ``appendonly yes`` Redis 7 loads only the AOF and would ignore a lone dump.rdb (it starts empty).

@@ -40,21 +40,27 @@ def _qualifies(manifest: Manifest, kinds: Sequence[str], databases: Sequence[str
     return all(kind in present for kind in kinds) and all(name in names for name in databases)
 
 
+def manifest_name(backup: str) -> str | None:
+    """The manifest object ``--backup`` names, or None for ``latest``."""
+    if backup == "latest":
+        return None
+    if BACKUP_ID.match(backup):
+        return manifest_object(backup)
+    if MANIFEST_NAME.match(backup):
+        return backup
+    raise UsageError(
+        f"--backup: {backup!r} is not 'latest', a backup id (20261126T020000Z) "
+        "or a manifest name (manifests/2026/11/26/20261126T020000Z.json)"
+    )
+
+
 def find_manifest(
     settings: Settings, bucket: Bucket, backup: str, kinds: Sequence[str], databases: Sequence[str] = ()
 ) -> Manifest:
     """The manifest named by ``backup`` (an object name or a backup id), or for ``latest`` the
     newest one of this stack that holds every kind in ``kinds`` and every database in ``databases``."""
-    if backup != "latest":
-        if BACKUP_ID.match(backup):
-            name = manifest_object(backup)
-        elif MANIFEST_NAME.match(backup):
-            name = backup
-        else:
-            raise UsageError(
-                f"--backup: {backup!r} is not 'latest', a backup id (20261126T020000Z) "
-                "or a manifest name (manifests/2026/11/26/20261126T020000Z.json)"
-            )
+    name = manifest_name(backup)
+    if name is not None:
         manifest = parse(name, bucket.read(name))
         if manifest.stack != settings.stack:
             raise OperationError(f"{name}: a backup of stack {manifest.stack!r}, not {settings.stack!r}")
@@ -138,6 +144,7 @@ def _select(manifest: Manifest, kinds: Sequence[str], databases: Sequence[str]) 
 def run(settings: Settings, request: Request, clock: Clock = utc_now) -> Outcome:
     """Restore as ``request`` says; raises OperationError when a check fails."""
     _check_prod(settings, request)
+    manifest_name(request.backup)
     for name in request.databases:
         if name not in settings.postgres.databases:
             raise UsageError(f"--database: {name!r} is not one of {', '.join(settings.postgres.databases)}")

@@ -25,7 +25,7 @@ from types import FrameType
 from stagecraft_ops import metrics
 from stagecraft_ops.errors import EXIT_FAILED, EXIT_OK, OperationError, UsageError, log
 from stagecraft_ops.runtime import Clock, iso, utc_now
-from stagecraft_ops.settings import Settings, Slot
+from stagecraft_ops.settings import Settings, Slot, read_secret
 
 HEARTBEAT_S = 30.0
 HEALTHY_S = 120.0
@@ -65,7 +65,10 @@ def heartbeat_while(path: Path) -> Iterator[None]:
 
     def beat() -> None:
         while not stop.wait(HEARTBEAT_S):
-            touch(path)
+            try:
+                touch(path)
+            except OSError:
+                pass  # logged by the loop, which touches it too
 
     thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
     thread.start()
@@ -126,7 +129,10 @@ class Service:
             slot = self.due(job, self.clock())
             if slot is not None:
                 self.run_job(job, slot)
-        touch(self.heartbeat)
+        try:
+            touch(self.heartbeat)
+        except OSError as error:  # the healthcheck turns unhealthy; the schedule itself goes on
+            log("serve", f"cannot touch the heartbeat file {self.heartbeat}: {error.strerror}")
         now = self.clock()
         upcoming = min(next_slot(job.slot, now) for job in self.jobs)
         return max(1.0, min(HEARTBEAT_S, (upcoming - now).total_seconds()))
@@ -168,6 +174,9 @@ def default_jobs(settings: Settings, clock: Clock = utc_now) -> list[Job]:
 
 def serve(settings: Settings) -> int:
     """Run the service until SIGTERM or SIGINT; exits 0 when stopped that way."""
+    # Unreadable secret files are a deployment mistake: say so at start, not at 02:00.
+    read_secret(settings, "postgres.password_file", settings.postgres.password_file)
+    read_secret(settings, "redis.password_file", settings.redis.password_file)
     service = Service(settings, default_jobs(settings))
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

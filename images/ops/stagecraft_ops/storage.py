@@ -31,13 +31,11 @@ class Bucket:
     """The one bucket a stack's backups live in."""
 
     def __init__(self, settings: Settings) -> None:
+        """Loads the credentials now (no request yet), so a bad key file shows before any work."""
         self.name = settings.bucket
-        self._settings = settings
-        self._bucket: storage.Bucket | None = None
+        self._bucket: storage.Bucket = _client(settings).bucket(self.name)
 
     def _handle(self) -> storage.Bucket:
-        if self._bucket is None:
-            self._bucket = _client(self._settings).bucket(self.name)
         return self._bucket
 
     def url(self, name: str) -> str:
