@@ -43,16 +43,17 @@ MAINTENANCE_DATABASE = "postgres"
 LOCK_WAIT = "300s"  # pg_dump gives up if a migration holds a table lock longer than this
 SETVAL = re.compile(r"^SELECT pg_catalog\.setval\('((?:[^']|'')+)', (-?\d+), (true|false)\);$")
 
-# User tables with data of their own: not catalogs, not temporary, not owned by an extension.
+# Tables and sequences outside the catalogs, not temporary; ``%(extensions)s`` true includes
+# those an extension owns (their data is the extension's, recreated with it, so tables skip them).
 USER_RELATIONS = """
 SELECT n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = %s AND c.relpersistence <> 't'
+WHERE c.relkind = %(kind)s AND c.relpersistence <> 't'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
-  AND NOT EXISTS (
+  AND (%(extensions)s OR NOT EXISTS (
     SELECT 1 FROM pg_depend d
-    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'))
 ORDER BY 1, 2
 """
 # Order-independent content checksum: the sum of each row's md5 (first 64 bits, signed) as a
@@ -160,8 +161,9 @@ def _tail(text: str, lines: int = 4) -> str:
     return " | ".join(kept[-lines:]) if kept else "no error output"
 
 
-def _relations(connection: psycopg.Connection[Any], kind: str) -> list[tuple[str, str, str]]:
-    return [tuple(row) for row in connection.execute(USER_RELATIONS, [kind]).fetchall()]  # type: ignore[misc]
+def _relations(connection: psycopg.Connection[Any], kind: str, extensions: bool = False) -> list[tuple[str, str, str]]:
+    rows = connection.execute(USER_RELATIONS, {"kind": kind, "extensions": extensions}).fetchall()
+    return [(str(schema), str(name), str(quoted)) for schema, name, quoted in rows]
 
 
 def table_stats(connection: psycopg.Connection[Any]) -> tuple[TableStat, ...]:
@@ -183,7 +185,9 @@ def dump_database(pg: Postgres, database: str, target: Path) -> DatabaseInfo:
         with connection.transaction():
             snapshot = str(connection.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
             owner, encoding, collate, ctype, version = connection.execute(DATABASE_INFO).fetchone()  # type: ignore[misc]
-            sequence_names = {quoted: (schema, name) for schema, name, quoted in _relations(connection, "S")}
+            # Every sequence pg_dump may set a value for, an extension's configuration ones included.
+            listed = _relations(connection, "S", extensions=True)
+            sequence_names = {quoted: (schema, name) for schema, name, quoted in listed}
             command = [
                 pg.program("pg_dump"),
                 *pg.connection_args(),
@@ -261,7 +265,7 @@ def sequence_values(
 ) -> dict[str, tuple[int, bool] | None]:
     """Current ``(last_value, is_called)`` of each wanted sequence, None where it does not exist."""
     found: dict[str, tuple[int, bool] | None] = {}
-    existing = {(schema, name) for schema, name, _quoted in _relations(connection, "S")}
+    existing = {(schema, name) for schema, name, _quoted in _relations(connection, "S", extensions=True)}
     for value in wanted:
         if (value.schema, value.sequence) not in existing:
             found[value.label] = None
