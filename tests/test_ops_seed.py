@@ -19,15 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from conftest import ROOT, free_port, require_tool
 
 sys.path.insert(0, str(ROOT / "images" / "ops"))
 
-psycopg = pytest.importorskip("psycopg")
-
-from stagecraft_ops import anonymize as anon  # noqa: E402
-from stagecraft_ops import seed  # noqa: E402
+from stagecraft_ops import anonymize as anon
+from stagecraft_ops import seed
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 SUPERUSER_PASSWORD = "seed-Super-Pass-1"
