@@ -654,7 +654,7 @@ def anonymize(conn: psycopg.Connection, rules: Rules, salt: bytes, *, dry_run: b
                 report.rows[f"{schema}.{table}"] = _rewrite(conn, schema, table, targets, mappings)
         for target in plan.targets:
             report.distinct[target.label] = len(per_target[target.label])
-        _refresh_materialized_views(conn)
+        refresh_materialized_views(conn)
         survivors, report.scanned_columns = surviving_values(conn, "stagecraft_originals")
         if survivors:
             where = ", ".join(f"{label} ({count} rows)" for label, count in sorted(survivors.items()))
@@ -753,8 +753,8 @@ def _rewrite(
     return cursor.rowcount
 
 
-def _refresh_materialized_views(conn: psycopg.Connection) -> None:
-    """Materialized views hold copies of rows: refresh them so they hold the pseudonyms instead."""
+def refresh_materialized_views(conn: psycopg.Connection) -> None:
+    """Materialized views hold copies of rows: refresh every populated one after the rows changed."""
     views = conn.execute(
         "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c"
         " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"

@@ -53,6 +53,7 @@ from stagecraft_ops.anonymize import (
     parse_table_name,
     qualified,
     read_json,
+    refresh_materialized_views,
     salt_fingerprint,
     table_columns,
     table_exists,
@@ -397,6 +398,7 @@ def load_dump(
         with user_triggers_disabled(conn, ordered), _deferred(conn, keys):
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(qualified(*t) for t in ordered)))
             rows = apply_script(conn, _restore_script(dump, pg_restore, [*data, *sequences]))
+        refresh_materialized_views(conn)
         result = SeedResult(version, sha, noop=False, tables=tuple(".".join(t) for t in ordered), rows=rows)
         _record(conn, "dump", result)
     return result
@@ -724,6 +726,7 @@ def generate(
                 count += _copy_rows(conn, table, names, values)
         for table in spec.tables:
             _advance_sequences(conn, table)
+        refresh_materialized_views(conn)
         result = SeedResult(version, sha, noop=False, tables=tuple(t.label for t in spec.tables), rows=count)
         _record(conn, "generate", result)
     return result
