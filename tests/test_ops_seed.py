@@ -429,6 +429,8 @@ def test_anonymize_leaves_no_original_and_keeps_every_relationship(
     )
     assert after["products"] == before["products"]
     assert pg.execute(db, "SELECT tgenabled FROM pg_trigger WHERE tgname = 'users_touch'") == [("O",)]
+    indexes = "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1"
+    assert pg.execute(db, indexes) == pg.execute("source", indexes)  # the rewrite's temporary indexes are gone
 
 
 def test_same_salt_gives_identical_data_and_another_salt_other_data(pg: Server, tmp_path: Path) -> None:

@@ -405,6 +405,39 @@ def deferred_foreign_keys(conn: psycopg.Connection, keys: Iterable[ForeignKey]) 
         )
 
 
+@contextmanager
+def referencing_indexes(conn: psycopg.Connection, keys: Iterable[ForeignKey]) -> Iterator[None]:
+    """Index, for the block, the referencing columns of keys that have no index on them, then drop it.
+
+    Changing a referenced value makes Postgres look up the referencing rows once per changed row;
+    without an index each look-up reads the whole referencing table, so rewriting 100,000 emails
+    referenced from an unindexed 300,000-row table would take hours instead of seconds.
+    """
+    created: list[sql.Composed] = []
+    for key in keys:
+        columns = [child for child, _ in key.pairs]
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i"
+            " WHERE i.indrelid = %s::regclass AND i.indpred IS NULL"
+            " AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_catalog.pg_attribute a"
+            "      WHERE a.attrelid = i.indrelid AND a.attnum = ANY ((i.indkey::int2[])[0:%s - 1]))"
+            "     = (SELECT array_agg(c ORDER BY c) FROM unnest(%s::text[]) c))",
+            (qualified(*key.child).as_string(conn), len(columns), columns),
+        ).fetchone()
+        if row and row[0]:
+            continue
+        name = sql.Identifier(f"stagecraft_tmp_{len(created)}_{key.name}"[:63])
+        conn.execute(
+            sql.SQL("CREATE INDEX {} ON {} ({})").format(
+                name, qualified(*key.child), sql.SQL(", ").join(map(sql.Identifier, columns))
+            )
+        )
+        created.append(sql.SQL("{}.{}").format(sql.Identifier(key.child[0]), name))
+    yield
+    for index in created:
+        conn.execute(sql.SQL("DROP INDEX {}").format(index))
+
+
 _ENABLE = {"O": "ENABLE TRIGGER", "A": "ENABLE ALWAYS TRIGGER", "R": "ENABLE REPLICA TRIGGER"}
 
 
@@ -648,7 +681,11 @@ def anonymize(conn: psycopg.Connection, rules: Rules, salt: bytes, *, dry_run: b
         forbidden = originals | rules.keep_values
         mappings = _mappings(plan, per_target, salt, forbidden)
         _load_temp_tables(conn, mappings, originals)
-        with user_triggers_disabled(conn, plan.table_order), deferred_foreign_keys(conn, plan.keys):
+        with (
+            user_triggers_disabled(conn, plan.table_order),
+            referencing_indexes(conn, plan.keys),
+            deferred_foreign_keys(conn, plan.keys),
+        ):
             for schema, table in plan.table_order:
                 targets = [t for t in plan.targets if (t.schema, t.table) == (schema, table)]
                 report.rows[f"{schema}.{table}"] = _rewrite(conn, schema, table, targets, mappings)

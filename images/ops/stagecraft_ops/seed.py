@@ -14,6 +14,33 @@ failed); 2 bad input (arguments, rules/spec/settings file, rules that do not mat
 clash, tables missing or referenced from outside the seed); 4 refused: production.
 
 The connection string and the salt are read from files and never printed.
+
+Rules file (anonymize), JSON:
+    {"version": 1, "keep_values": ["n/a"],
+     "tables": {"public.users": {"email": "email", "full_name": "name", "phone": "phone",
+                                 "bio": "text", "last_login_ip": "null", "stripe_id": "hash"}}}
+  kinds: name, email (@example.invalid), phone (same layout, digits replaced, starting 999), text
+  (lorem words, same length, at least 8), hash (hex, 16-64), null (any nullable column). Blank
+  values and keep_values stay as they are. A column on either side of a foreign key whose other
+  side is listed must be listed with the same kind (a referencing column may be 'null').
+
+Spec file (generate), JSON:
+    {"version": 1, "tables": {"public.users": {"rows": 100, "columns": {
+        "id": {"gen": "sequence", "start": 1, "step": 1}, "email": {"gen": "email"},
+        "full_name": {"gen": "name"}, "phone": {"gen": "phone", "nulls": 0.2},
+        "bio": {"gen": "text", "min_length": 20, "max_length": 200},
+        "age": {"gen": "int", "min": 18, "max": 90}, "plan": {"gen": "choice", "values": ["free", "pro"]},
+        "country": {"gen": "const", "value": "DE"}}},
+      "public.orders": {"rows": 300, "columns": {"user_id": {"gen": "ref", "table": "public.users", "column": "id"}}}}}
+  Every generator takes "nulls" (fraction of NULLs, 0 to below 1) except sequence. A foreign-key
+  column must use "ref" to the key's target; refs of one row to one table pick the same parent row.
+
+load and generate replace whole tables: each table with data in the archive (or in the spec) is
+emptied and refilled in one transaction, with foreign keys checked at its end; rows added on
+staging to those tables go with the old seed, other tables are untouched, and a table outside the
+seed that references a seed table is refused. stagecraft_seed.loaded records every version
+(version, source, sha256, loaded_at, tables, rows, current); loading the current version again
+does nothing unless --force.
 """
 
 from __future__ import annotations
