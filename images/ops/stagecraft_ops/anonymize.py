@@ -660,7 +660,7 @@ def anonymize(conn: psycopg.Connection, rules: Rules, salt: bytes, *, dry_run: b
 
     Run once on a fresh copy: the transaction records the salt's fingerprint and the rules'
     SHA-256 in stagecraft_seed.anonymized. A second run with the same salt and rules is a no-op
-    (already_done); with another salt or other rules it is RefusedError, because the data is no longer
+    (already_done); with another salt or other rules it raises RefusedError, because the data is no longer
     the original and anonymizing pseudonyms again would only hide that. conn must be in autocommit
     mode (the function opens its own transaction).
     """

@@ -61,6 +61,7 @@ import psycopg
 from psycopg import sql
 from stagecraft_ops.anonymize import (
     MIN_LENGTH,
+    AnonymizeReport,
     BadInputError,
     ColumnInfo,
     ForeignKey,
@@ -283,7 +284,10 @@ def _toc_entry(line: str) -> TocEntry | None:
 
 def read_toc(dump: Path, pg_restore: str) -> list[TocEntry]:
     """The data entries of a custom-format archive (BadInputError if it is not one)."""
-    result = subprocess.run([pg_restore, "-l", str(dump)], capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run([pg_restore, "-l", str(dump)], capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise BadInputError(f"--pg-restore: cannot run {pg_restore}: {error.strerror}") from None
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["unreadable"])[-1]
         raise BadInputError(f"{dump}: not a pg_dump custom-format archive: {reason}")
@@ -395,7 +399,7 @@ def load_dump(
     emptied and refilled, and the sequences those tables own are set as dumped; other tables are
     not touched. Foreign keys are checked once, at the end; on any error the previous seed stays.
     If `version` (default: from the file's SHA-256) is already the current seed, nothing happens
-    (unless force); a version recorded with other content is RefusedError.
+    (unless force); a version recorded with other content raises RefusedError.
     """
     sha = file_sha256(dump)
     version = version or f"dump-{sha[:16]}"
@@ -875,7 +879,7 @@ def _run(args: argparse.Namespace, out: IO[str]) -> int:
         raise SeedError(f"database error ({error.sqlstate or 'no SQLSTATE'}): {scrub(primary)}") from None
 
 
-def _print_anonymize(report: Any, dry_run: bool, out: IO[str]) -> int:
+def _print_anonymize(report: AnonymizeReport, dry_run: bool, out: IO[str]) -> int:
     if report.already_done:
         print("already anonymized with this salt and these rules; nothing to do", file=out)
         return 0
