@@ -1139,7 +1139,7 @@ def test_p95_is_the_nearest_rank() -> None:
     assert p95(samples) == 19.0
     assert judge_latency(samples, 19, "x").status == "pass"
     assert judge_latency(samples, 18, "x").status == "fail"
-    assert judge_latency([5.0], 4, "x").detail == "x: p95 5 ms over 1 requests (limit 4 ms)"
+    assert judge_latency([5.0], 4, "x").detail == "x: p95 5.0 ms over 1 requests (limit 4 ms)"
 
 
 def test_redirect_keeps_a_port_other_than_443() -> None:
@@ -1183,3 +1183,22 @@ def test_marker_sql_takes_hex_only() -> None:
     ]
     with pytest.raises(ValueError, match="hex"):
         probes.marker_write_sql("x'); DROP TABLE users; --")
+
+
+def test_the_recorded_outputs_match_the_staging_stack_file(configs: dict[str, Any], namings: dict[str, Any]) -> None:
+    """The fixture is what the program exports for Pulumi.staging.yaml, so the checks above run
+    against the real stack's values."""
+    sc, naming = configs["staging"].stagecraft, namings["staging"]
+    verify = outputs()["verify"]
+    assert verify["domains"] == sc.domains.model_dump()
+    assert verify["docker_host"] == configs["staging"].docker.host
+    assert (verify["proxy"]["http_port"], verify["proxy"]["https_port"]) == (sc.proxy.http_port, sc.proxy.https_port)
+    assert verify["rate_limit"] == {"per_minute": sc.proxy.rate_limit_per_minute, "burst": sc.proxy.rate_limit_burst}
+    assert verify["cors_origins"] == sc.app.cors_origins
+    assert verify["p95_latency_ms"] == sc.monitoring.alerts.p95_latency_ms
+    assert verify["health_paths"] == {"api": sc.services.api.health_path, "web": sc.services.web.health_path}
+    assert verify["labels"] == naming.labels()
+    assert verify["name_prefix"] == naming.prefix + "-"
+    assert verify["services"] == {service: naming.container(service) for service in verify["services"]}
+    assert verify["networks"] == [naming.network(p) for p in ("edge", "app", "data", "monitoring")]
+    assert verify["databases"]["app"] == naming.database()

@@ -128,7 +128,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         docker_host=args.docker_host or targets.docker_host,
         address=args.address,
     )
-    results = run_checks(ctx, REGISTRY)
+    try:
+        results = run_checks(ctx, REGISTRY)
+    finally:
+        ctx.close()
     if not results:
         err.write("verify: no check ran\n")
         return EXIT_USAGE

@@ -105,6 +105,11 @@ class Context:
         container = self.inventory.running(service)
         return DockerExecutor(self.engine, container["Id"], container_name(container))
 
+    def close(self) -> None:
+        """Close the Engine connection (and, for ssh://, its ssh processes)."""
+        if self._engine is not None:
+            self._engine.close()
+
     def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
         """One answer per key per run (e.g. a response several checks look at)."""
         if key not in self._memo:

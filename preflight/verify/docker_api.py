@@ -106,6 +106,12 @@ class Engine:
         except (DockerException, requests.RequestException, OSError) as error:
             raise CheckError(f"{what}: {_reason(error)}") from None
 
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except (DockerException, OSError):
+            pass  # closing a connection that already failed
+
     def version(self) -> dict[str, Any]:
         return self._call("GET /version", self.api.version)
 

@@ -94,6 +94,17 @@ def can_offer(version: str) -> str | None:
     return f"the local OpenSSL ({ssl.OPENSSL_VERSION}) did not start a TLS {version} handshake"
 
 
+def _exchange(connection: http.client.HTTPConnection, method: str, path: str, headers: dict[str, str]) -> Response:
+    """Send one request and read its answer (at most BODY_LIMIT bytes of body; a longer body
+    ends the connection, so a kept-alive one never carries the rest into the next answer)."""
+    connection.request(method, path, headers=headers)
+    response = connection.getresponse()
+    body = response.read(BODY_LIMIT)
+    if not response.isclosed():
+        connection.close()
+    return Response(response.status, response.msg, body)
+
+
 class HandshakeError(CheckError):
     """TCP connected, TLS did not complete."""
 
@@ -134,14 +145,6 @@ class ProxyClient:
             raw.close()
             raise
 
-    def _exchange(
-        self, connection: http.client.HTTPConnection, method: str, path: str, headers: dict[str, str]
-    ) -> Response:
-        connection.request(method, path, headers=headers)
-        response = connection.getresponse()
-        body = response.read(BODY_LIMIT)
-        return Response(response.status, response.msg, body)
-
     def https(
         self,
         domain: str,
@@ -158,12 +161,12 @@ class ProxyClient:
             sock = self.tls(domain, _context(ssl.TLSVersion.TLSv1_2), sni=name)
         except ssl.SSLError as error:
             raise HandshakeError(f"{where}: TLS handshake failed: {error.reason or error}") from None
-        except (TimeoutError, ConnectionError) as error:
+        except OSError as error:
             raise HandshakeError(f"{where}: TLS handshake failed: {error}") from None
         connection = http.client.HTTPConnection(name, port, timeout=self.timeout)
         connection.sock = sock
         try:
-            return self._exchange(connection, method, path, {"Host": _host_header(name, port, 443), **(headers or {})})
+            return _exchange(connection, method, path, {"Host": _host_header(name, port, 443), **(headers or {})})
         except (OSError, http.client.HTTPException) as error:
             raise CheckError(f"{where}: {type(error).__name__}: {error}") from None
         finally:
@@ -177,7 +180,7 @@ class ProxyClient:
         connection = http.client.HTTPConnection(host, port, timeout=self.timeout)
         connection.sock = sock
         try:
-            return self._exchange(connection, "GET", path, {"Host": _host_header(host, port, 80)})
+            return _exchange(connection, "GET", path, {"Host": _host_header(host, port, 80)})
         except (OSError, http.client.HTTPException) as error:
             raise CheckError(f"http://{host}:{port}{path}: {type(error).__name__}: {error}") from None
         finally:
@@ -203,22 +206,20 @@ class KeepAlive:
             if self.connection is None:
                 try:
                     sock = self.client.tls(self.domain, _context(ssl.TLSVersion.TLSv1_2))
-                except (ssl.SSLError, TimeoutError, ConnectionError) as error:
+                except OSError as error:
                     raise CheckError(f"https://{self.domain}:{port}: TLS handshake failed: {error}") from None
                 self.connection = http.client.HTTPConnection(self.domain, port, timeout=self.client.timeout)
                 self.connection.sock = sock
             try:
                 start = time.perf_counter()
-                response = self.client._exchange(
-                    self.connection, "GET", path, {"Host": _host_header(self.domain, port, 443)}
-                )
+                response = _exchange(self.connection, "GET", path, {"Host": _host_header(self.domain, port, 443)})
                 elapsed = (time.perf_counter() - start) * 1000
             except (OSError, http.client.HTTPException) as error:
                 self.close()
                 if attempt == 2:
                     raise CheckError(f"https://{self.domain}:{port}{path}: {type(error).__name__}: {error}") from None
                 continue
-            if (response.header("Connection") or "").lower() == "close":
+            if self.connection.sock is None:  # the server closed it, or the body was cut short
                 self.close()
             return response, elapsed
         raise AssertionError("unreachable")
@@ -272,7 +273,7 @@ def check_tls_handshake(ctx: Context) -> Iterator[Finding]:
             with ctx.http.tls(domain, _context(ssl.TLSVersion.TLSv1_2)) as sock:
                 cipher = sock.cipher()
                 return passed(f"{domain}: {sock.version()} {cipher[0] if cipher else ''}".rstrip())
-        except (ssl.SSLError, TimeoutError, ConnectionError) as error:
+        except OSError as error:
             return failed(f"{domain}: TLS handshake failed: {error}")
 
     yield from _each_domain(ctx, judge)
@@ -288,7 +289,7 @@ def _handshake(ctx: Context, domain: str, version: str) -> str | None:
             return None
     except ssl.SSLError as error:
         return str(error.reason or error)
-    except (TimeoutError, ConnectionError) as error:
+    except OSError as error:  # reset, closed or silent after the hello
         return f"{type(error).__name__}: {error}"
 
 
@@ -333,11 +334,12 @@ def check_certificate(ctx: Context) -> Iterator[Finding]:
                 cert = sock.getpeercert() or {}
         except ssl.SSLCertVerificationError as error:
             return failed(f"{domain}: certificate not valid against {source}: {error.verify_message}")
-        except (ssl.SSLError, TimeoutError, ConnectionError) as error:
+        except OSError as error:
             return failed(f"{domain}: TLS handshake failed: {error}")
         expires = cert.get("notAfter")
         days = int((ssl.cert_time_to_seconds(expires) - time.time()) // 86400) if expires else None
-        return passed(f"{domain}: valid against {source}" + (f", expires in {days} days" if days is not None else ""))
+        expiry = "" if days is None else f", expires in {days} day{'' if days == 1 else 's'}"
+        return passed(f"{domain}: valid against {source}{expiry}")
 
     yield from _each_domain(ctx, judge)
 
@@ -552,7 +554,7 @@ def p95(samples: Sequence[float]) -> float:
 
 def judge_latency(samples: Sequence[float], limit_ms: int, where: str) -> Finding:
     value = p95(samples)
-    summary = f"{where}: p95 {value:.0f} ms over {len(samples)} requests (limit {limit_ms} ms)"
+    summary = f"{where}: p95 {value:.1f} ms over {len(samples)} requests (limit {limit_ms} ms)"
     return passed(summary) if value <= limit_ms else failed(summary)
 
 
