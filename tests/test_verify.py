@@ -42,7 +42,8 @@ from preflight.verify.checks import CATEGORIES, REGISTRY, Result, run_checks, se
 from preflight.verify.container_checks import secret_looking, secret_variables
 from preflight.verify.context import Context
 from preflight.verify.docker_api import demultiplex
-from preflight.verify.http_checks import can_offer, expected_redirect, judge_latency, p95, rate_limit_budget
+from preflight.verify.http_checks import expected_redirect, judge_latency, p95, rate_limit_budget
+from preflight.verify.http_client import can_offer
 from preflight.verify.probes import LocalExecutor, ProbeResult
 from preflight.verify.report import all_passed
 from preflight.verify.targets import load_targets
@@ -659,8 +660,8 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     redis_server = require_tool("redis-server")
     root = tmp_path_factory.mktemp("redis")
     (root / "auth.conf").write_text(render_auth_conf(REDIS_PASSWORD))
-    conf = render_redis_conf(64, str(root / "auth.conf"), data_dir=str(root), port=free_port())
-    port = int(conf.split("\nport ")[1].split("\n")[0])
+    port = free_port()
+    conf = render_redis_conf(64, str(root / "auth.conf"), data_dir=str(root), port=port)
     conf = conf.replace("bind * -::*", "bind 127.0.0.1")
     (root / "redis.conf").write_text(conf)
     process = subprocess.Popen([redis_server, str(root / "redis.conf")], stdout=subprocess.DEVNULL)

@@ -12,7 +12,7 @@ from preflight.verify.targets import Targets
 
 if TYPE_CHECKING:
     from preflight.verify.docker_api import Engine
-    from preflight.verify.http_checks import ProxyClient
+    from preflight.verify.http_client import ProxyClient
     from preflight.verify.inventory import Inventory
 
 Status = Literal["pass", "fail", "skip"]
@@ -91,7 +91,7 @@ class Context:
     @property
     def http(self) -> ProxyClient:
         if self._http is None:
-            from preflight.verify.http_checks import ProxyClient
+            from preflight.verify.http_client import ProxyClient
 
             self._http = ProxyClient(self.targets, self.address, self.timeout, self.ca_pem)
         return self._http

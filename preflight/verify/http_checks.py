@@ -1,31 +1,33 @@
 """Checks through the reverse proxy, as a browser sees it: TLS, status codes, headers, redirects,
 CORS, blocked paths, latency and the rate limit.
 
-Requests go to ``--address`` when given (DNS may not point at the host from CI), otherwise to the
-domain itself; either way the TLS handshake sends the domain as SNI and the request its Host.
 Only the certificate check verifies the certificate, so one bad certificate is reported once,
 by that check, and the others still say what they see.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import re
-import socket
 import ssl
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from email.message import Message
 from urllib.parse import urlsplit
 
 from preflight.verify.context import CheckError, CheckFn, Context, Finding, failed, passed, skipped
+from preflight.verify.http_client import (
+    PROTOCOL_NAME,
+    TLS_VERSIONS,
+    HandshakeError,
+    Response,
+    can_offer,
+    client_context,
+    host_header,
+    served_domains,
+)
 from preflight.verify.targets import Targets
 
-BODY_LIMIT = 256 * 1024
 UNKNOWN_HOST = "verify-unknown-host.invalid"
 FOREIGN_ORIGIN = "https://verify-foreign-origin.invalid"
 BLOCKED = ("/metrics", "/admin", "/debug", "/internal")
@@ -34,206 +36,6 @@ BLOCKED = ("/metrics", "/admin", "/debug", "/internal")
 BLOCKED_VARIANTS = ("/METRICS", "/Admin", "/DEBUG", "/Internal", "/metrics/", "//metrics", "/%6Detrics")
 LATENCY_SAMPLES = 20
 HSTS_MIN_AGE = 31_536_000  # one year
-TLS_VERSIONS = {
-    "1.0": ssl.TLSVersion.TLSv1,
-    "1.1": ssl.TLSVersion.TLSv1_1,
-    "1.2": ssl.TLSVersion.TLSv1_2,
-    "1.3": ssl.TLSVersion.TLSv1_3,
-}
-_PROTOCOL_NAME = {"1.0": "TLSv1", "1.1": "TLSv1.1", "1.2": "TLSv1.2", "1.3": "TLSv1.3"}  # SSLSocket.version()
-_HELLO_VERSION = {"1.0": b"\x03\x01", "1.1": b"\x03\x02"}
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    headers: Message
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
-
-def _host_header(domain: str, port: int, default: int) -> str:
-    return domain if port == default else f"{domain}:{port}"
-
-
-def _context(low: ssl.TLSVersion, high: ssl.TLSVersion | None = None) -> ssl.SSLContext:
-    """A client context that does not judge the certificate (see the module docstring)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with warnings.catch_warnings():
-        # Offering TLS 1.0/1.1 is the point of the checks that they are refused.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        if low < ssl.TLSVersion.TLSv1_2:
-            # OpenSSL 3 offers TLS 1.0/1.1 only at security level 0.
-            context.set_ciphers("DEFAULT:@SECLEVEL=0")
-        context.minimum_version = low
-        context.maximum_version = high or ssl.TLSVersion.MAXIMUM_SUPPORTED
-    return context
-
-
-def can_offer(version: str) -> str | None:
-    """None if this machine's OpenSSL can send a ClientHello for ``version`` (1.0 or 1.1), else
-    why not. Decided offline: the hello is written into memory, never sent."""
-    tls = TLS_VERSIONS[version]
-    try:
-        context = _context(tls, tls)
-        hello_out = ssl.MemoryBIO()
-        connection = context.wrap_bio(ssl.MemoryBIO(), hello_out, server_hostname="offer.invalid")
-        connection.do_handshake()
-    except ssl.SSLWantReadError:
-        hello = hello_out.read()
-        # record header (5 bytes), handshake type and length (4), then client_version
-        if len(hello) > 10 and hello[0] == 0x16 and hello[5] == 0x01 and hello[9:11] == _HELLO_VERSION[version]:
-            return None
-        return f"the local OpenSSL ({ssl.OPENSSL_VERSION}) did not write a TLS {version} ClientHello"
-    except (ssl.SSLError, ValueError) as error:
-        return f"the local OpenSSL ({ssl.OPENSSL_VERSION}) cannot offer TLS {version}: {error}"
-    return f"the local OpenSSL ({ssl.OPENSSL_VERSION}) did not start a TLS {version} handshake"
-
-
-def _exchange(connection: http.client.HTTPConnection, method: str, path: str, headers: dict[str, str]) -> Response:
-    """Send one request and read its answer (at most BODY_LIMIT bytes of body; a longer body
-    ends the connection, so a kept-alive one never carries the rest into the next answer)."""
-    connection.request(method, path, headers=headers)
-    response = connection.getresponse()
-    body = response.read(BODY_LIMIT)
-    if not response.isclosed():
-        connection.close()
-    return Response(response.status, response.msg, body)
-
-
-class HandshakeError(CheckError):
-    """TCP connected, TLS did not complete."""
-
-
-class ProxyClient:
-    """HTTP(S) to the stack's proxy, one bounded request at a time."""
-
-    def __init__(self, targets: Targets, address: str | None, timeout: float, ca_pem: str | None) -> None:
-        self.targets = targets
-        self.address = address
-        self.timeout = timeout
-        self.ca_pem = ca_pem
-        self._dead: dict[tuple[str, int], str] = {}
-
-    def target(self, domain: str) -> str:
-        return self.address or domain
-
-    def connect(self, domain: str, port: int) -> socket.socket:
-        """A TCP connection to the proxy; a refusal is remembered, later calls fail at once."""
-        host = self.target(domain)
-        key = (host, port)
-        if key in self._dead:
-            raise CheckError(self._dead[key])
-        try:
-            return socket.create_connection((host, port), timeout=self.timeout)
-        except OSError as error:
-            reason = "no answer" if isinstance(error, TimeoutError) else (error.strerror or str(error))
-            kind = "HTTPS" if port == self.targets.proxy.https_port else "HTTP"
-            message = f"cannot connect to {host}:{port} (the proxy's {kind} port): {reason}"
-            self._dead[key] = message
-            raise CheckError(message) from None
-
-    def tls(self, domain: str, context: ssl.SSLContext, sni: str | None = None) -> ssl.SSLSocket:
-        raw = self.connect(domain, self.targets.proxy.https_port)
-        try:
-            return context.wrap_socket(raw, server_hostname=sni or domain)
-        except BaseException:
-            raw.close()
-            raise
-
-    def https(
-        self,
-        domain: str,
-        path: str,
-        method: str = "GET",
-        headers: dict[str, str] | None = None,
-        host: str | None = None,
-    ) -> Response:
-        """One request on a fresh TLS connection (SNI and Host: ``host`` or ``domain``)."""
-        name = host or domain
-        port = self.targets.proxy.https_port
-        where = f"https://{name}:{port}{path}"
-        try:
-            sock = self.tls(domain, _context(ssl.TLSVersion.TLSv1_2), sni=name)
-        except ssl.SSLError as error:
-            raise HandshakeError(f"{where}: TLS handshake failed: {error.reason or error}") from None
-        except OSError as error:
-            raise HandshakeError(f"{where}: TLS handshake failed: {error}") from None
-        connection = http.client.HTTPConnection(name, port, timeout=self.timeout)
-        connection.sock = sock
-        try:
-            return _exchange(connection, method, path, {"Host": _host_header(name, port, 443), **(headers or {})})
-        except (OSError, http.client.HTTPException) as error:
-            raise CheckError(f"{where}: {type(error).__name__}: {error}") from None
-        finally:
-            connection.close()
-
-    def http(self, host: str, path: str) -> Response:
-        """One plain-HTTP request to the proxy's HTTP port with ``Host: host``."""
-        port = self.targets.proxy.http_port
-        # Without --address, a name the stack does not serve is sent to the web domain's address.
-        sock = self.connect(host if host in _domains(self.targets) else self.targets.domains.web, port)
-        connection = http.client.HTTPConnection(host, port, timeout=self.timeout)
-        connection.sock = sock
-        try:
-            return _exchange(connection, "GET", path, {"Host": _host_header(host, port, 80)})
-        except (OSError, http.client.HTTPException) as error:
-            raise CheckError(f"http://{host}:{port}{path}: {type(error).__name__}: {error}") from None
-        finally:
-            connection.close()
-
-    def session(self, domain: str) -> KeepAlive:
-        return KeepAlive(self, domain)
-
-
-class KeepAlive:
-    """Sequential requests on one kept-alive TLS connection (reopened if the server closes it),
-    so latency samples and the rate-limit probe measure requests, not handshakes."""
-
-    def __init__(self, client: ProxyClient, domain: str) -> None:
-        self.client = client
-        self.domain = domain
-        self.connection: http.client.HTTPConnection | None = None
-
-    def get(self, path: str) -> tuple[Response, float]:
-        """The response and its time in milliseconds (request sent to body read)."""
-        port = self.client.targets.proxy.https_port
-        for attempt in (1, 2):
-            if self.connection is None:
-                try:
-                    sock = self.client.tls(self.domain, _context(ssl.TLSVersion.TLSv1_2))
-                except OSError as error:
-                    raise CheckError(f"https://{self.domain}:{port}: TLS handshake failed: {error}") from None
-                self.connection = http.client.HTTPConnection(self.domain, port, timeout=self.client.timeout)
-                self.connection.sock = sock
-            try:
-                start = time.perf_counter()
-                response = _exchange(self.connection, "GET", path, {"Host": _host_header(self.domain, port, 443)})
-                elapsed = (time.perf_counter() - start) * 1000
-            except (OSError, http.client.HTTPException) as error:
-                self.close()
-                if attempt == 2:
-                    raise CheckError(f"https://{self.domain}:{port}{path}: {type(error).__name__}: {error}") from None
-                continue
-            if self.connection.sock is None:  # the server closed it, or the body was cut short
-                self.close()
-            return response, elapsed
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
-
-    def __enter__(self) -> KeepAlive:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
 
 # Shared requests: several checks look at the same response, the proxy sees it once ----------
@@ -252,12 +54,8 @@ def ok_paths(targets: Targets) -> dict[str, str]:
     }
 
 
-def _domains(targets: Targets) -> list[str]:
-    return [targets.domains.web, targets.domains.api, targets.domains.grafana]
-
-
 def _each_domain(ctx: Context, judge: Callable[[str], Finding]) -> Iterator[Finding]:
-    for domain in _domains(ctx.targets):
+    for domain in served_domains(ctx.targets):
         try:
             yield judge(domain)
         except CheckError as error:
@@ -270,7 +68,7 @@ def _each_domain(ctx: Context, judge: Callable[[str], Finding]) -> Iterator[Find
 def check_tls_handshake(ctx: Context) -> Iterator[Finding]:
     def judge(domain: str) -> Finding:
         try:
-            with ctx.http.tls(domain, _context(ssl.TLSVersion.TLSv1_2)) as sock:
+            with ctx.http.tls(domain, client_context(ssl.TLSVersion.TLSv1_2)) as sock:
                 cipher = sock.cipher()
                 return passed(f"{domain}: {sock.version()} {cipher[0] if cipher else ''}".rstrip())
         except OSError as error:
@@ -283,8 +81,8 @@ def _handshake(ctx: Context, domain: str, version: str) -> str | None:
     """None if the proxy completed a handshake pinned to ``version``, else its refusal."""
     tls = TLS_VERSIONS[version]
     try:
-        with ctx.http.tls(domain, _context(tls, tls)) as sock:
-            if sock.version() != _PROTOCOL_NAME[version]:
+        with ctx.http.tls(domain, client_context(tls, tls)) as sock:
+            if sock.version() != PROTOCOL_NAME[version]:
                 return f"negotiated {sock.version()} instead"
             return None
     except ssl.SSLError as error:
@@ -303,7 +101,7 @@ def tls_version_check(version: str, accepted: bool) -> CheckFn:
                 yield skipped(f"cannot test that TLS {version} is refused: {reason}")
                 return
         problems, notes = [], []
-        for domain in _domains(ctx.targets):
+        for domain in served_domains(ctx.targets):
             try:
                 refusal = _handshake(ctx, domain, version)
             except CheckError as error:
@@ -391,7 +189,9 @@ def headers_check(expected_status: int) -> CheckFn:
     """Security headers on a 200 (each domain's health path) or a 404 (a blocked path)."""
 
     def check(ctx: Context) -> Iterator[Finding]:
-        paths = ok_paths(ctx.targets) if expected_status == 200 else dict.fromkeys(_domains(ctx.targets), "/metrics")
+        paths = (
+            ok_paths(ctx.targets) if expected_status == 200 else dict.fromkeys(served_domains(ctx.targets), "/metrics")
+        )
 
         def judge(domain: str) -> Finding:
             path = paths[domain]
@@ -427,7 +227,7 @@ def check_no_version_leak(ctx: Context) -> Iterator[Finding]:
 
 
 def expected_redirect(domain: str, https_port: int, path: str) -> str:
-    return f"https://{_host_header(domain, https_port, 443)}{path}"
+    return f"https://{host_header(domain, https_port, 443)}{path}"
 
 
 def check_http_redirect(ctx: Context) -> Iterator[Finding]:
@@ -471,7 +271,7 @@ def check_unknown_host_http(ctx: Context) -> Iterator[Finding]:
         return
     location = response.header("Location") or ""
     target = urlsplit(location).hostname if location else None
-    if 300 <= response.status < 400 and target not in _domains(ctx.targets):
+    if 300 <= response.status < 400 and target not in served_domains(ctx.targets):
         yield failed(f"http://{UNKNOWN_HOST}/: {response.status} to {location!r}: redirects a name it does not serve")
     else:
         yield passed(f"http://{UNKNOWN_HOST}/: {response.status}" + (f" to {location}" if location else ""))
@@ -520,7 +320,7 @@ def check_cors_foreign(ctx: Context) -> Iterator[Finding]:
 def blocked_requests(targets: Targets) -> list[tuple[str, str]]:
     """(domain, path) pairs that must answer 404: the blocked paths on every domain, and their
     other spellings on the API's."""
-    pairs = [(domain, path) for domain in _domains(targets) for path in BLOCKED]
+    pairs = [(domain, path) for domain in served_domains(targets) for path in BLOCKED]
     return pairs + [(targets.domains.api, path) for path in BLOCKED_VARIANTS]
 
 
