@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TextIO
 
 from components.config import ConfigError
+from preflight import verify
 from preflight.engine import Plan, PlannedResource, ProgramError, plan, stacks_in
 from preflight.isolation import compare
 from preflight.policy import PackProcess, PolicyPackError, connect, policy_pack
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     isolation_cmd.add_argument("--json", action="store_true")
     check_cmd = commands.add_parser("check", help="plan + policy for every stack, isolation for every pair")
     check_cmd.add_argument("--json", action="store_true")
+    verify_cmd = commands.add_parser("verify", help="prove a deployed stack works (run after pulumi up)")
+    verify.add_arguments(verify_cmd)
     return parser
 
 
@@ -181,6 +184,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     out = out or sys.stdout
     err = err or sys.stderr
     args = _parser().parse_args(argv)
+    if args.command == "verify":
+        return verify.run(args, out, err)
     commands = {"plan": _cmd_plan, "policy": _cmd_policy, "isolation": _cmd_isolation, "check": _cmd_check}
     try:
         return commands[args.command](args, out)

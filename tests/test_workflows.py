@@ -50,13 +50,16 @@ def test_pull_request_runs_checks_then_previews_with_the_pack() -> None:
 
 
 @pytest.mark.parametrize(("name", "stack"), [("deploy-staging.yml", "staging"), ("deploy-prod.yml", "prod")])
-def test_deploys_use_the_pack_then_smoke_check(name: str, stack: str) -> None:
+def test_deploys_use_the_pack_then_verify(name: str, stack: str) -> None:
     deploy = load(name)["jobs"]["deploy"]
     steps = deploy["steps"]
     (pulumi,) = steps_using(deploy, "pulumi/actions")
     assert pulumi["with"] == {"command": "up", "stack-name": stack, "policyPacks": "policies"}
-    smoke = [i for i, step in enumerate(steps) if step.get("run", "").startswith("scripts/smoke-check")]
-    assert smoke and smoke[0] > steps.index(pulumi)
+    command = f"venv/bin/python -m preflight verify --stack {stack} --json"
+    verify = [i for i, step in enumerate(steps) if step.get("run", "") == command]
+    assert verify and verify[0] > steps.index(pulumi)
+    installs = " ".join(step.get("run", "") for step in steps[: verify[0]])
+    assert "-r requirements-verify.txt" in installs
     assert deploy["needs"] == "test"
 
 
