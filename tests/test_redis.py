@@ -18,6 +18,7 @@ PASSWORDS = {
     "exporter": "r3dis-Exporter-2",
     "backup": "r3dis-Backup-3",
     "healthcheck": "r3dis-Health-4",
+    "verify": "r3dis-Verify-5",
 }
 
 
@@ -121,3 +122,11 @@ def test_healthcheck_needs_pong_after_auth(redis_server: RedisServer) -> None:
     assert subprocess.run(["redis-cli", "-p", str(redis_server.port), "ping"], capture_output=True).returncode == 0
     # The healthcheck user can ping and do nothing else.
     assert "NOPERM" in redis_server.as_user("healthcheck", "GET", "k")
+
+
+def test_the_live_check_touches_only_its_marker_keys(redis_server: RedisServer) -> None:
+    redis_server.as_user("app", "SET", "session:1", "secret-data")
+    assert redis_server.as_user("verify", "SET", "stagecraft:verify:t1", "x", "EX", "60") == "OK"
+    assert redis_server.as_user("verify", "GET", "stagecraft:verify:t1") == "x"
+    assert "NOPERM" in redis_server.as_user("verify", "GET", "session:1")
+    assert "NOPERM" in redis_server.as_user("verify", "FLUSHALL")

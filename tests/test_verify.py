@@ -34,8 +34,8 @@ from cryptography.x509.oid import NameOID
 from fake_engine import FakeEngine, frame
 
 from components.config import Domains
-from components.proxy import NginxSettings, Upstreams, render_nginx_conf
-from components.redis import render_auth_conf, render_redis_conf
+from components.services.proxy import NginxSettings, Upstreams, render_nginx_conf
+from components.services.redis import ACL_RULES, render_acl, render_redis_conf
 from preflight.cli import main
 from preflight.verify import http_checks, probes
 from preflight.verify.checks import CATEGORIES, REGISTRY, Result, run_checks, select
@@ -380,6 +380,7 @@ def nginx_settings(directory: Path, app_port: int, ports: tuple[int, int, int]) 
         http_port=ports[0],
         https_port=ports[1],
         health_port=ports[2],
+        public_https_port=ports[1],
         # Workers of a root master would run as nobody, who cannot enter pytest's 0700 tmp_path.
         user="root" if os.geteuid() == 0 else None,
     )
@@ -481,18 +482,13 @@ def test_server_version_leak_fails(start_proxy: Callable[..., RunningProxy]) -> 
     assert "Server: nginx/" in failures(results, "no-version-leak")[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy defect: the HTTP redirect is `https://$host$request_uri`, which drops the HTTPS port "
-    "when it is not 443",
-)
 def test_http_redirects_to_the_same_path_on_the_https_port(proxy: RunningProxy) -> None:
     assert_all_pass(run(proxy.context(), "http-redirect"))
 
 
 def test_redirect_to_the_wrong_port_fails(start_proxy: Callable[..., RunningProxy]) -> None:
     def wrong_port(conf: str) -> str:
-        return conf.replace("return 301 https://$host$request_uri;", "return 301 https://$host:4443$request_uri;")
+        return re.sub(r"(return 301 https://[a-z.-]+):[0-9]+\$request_uri;", r"\1:4443$request_uri;", conf)
 
     proxy = start_proxy(wrong_port)
     results = run(proxy.context(), "http-redirect")
@@ -505,11 +501,6 @@ def test_unknown_host_on_https_is_refused(proxy: RunningProxy) -> None:
     assert_all_pass(run(proxy.context(), "unknown-host-https"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy defect: the HTTP server is the default server for every name and redirects any Host, "
-    "unknown ones included",
-)
 def test_unknown_host_on_http_is_not_redirected(proxy: RunningProxy) -> None:
     assert_all_pass(run(proxy.context(), "unknown-host-http"))
 
@@ -527,11 +518,6 @@ def test_cors_for_everyone_fails_the_foreign_origin_check(start_proxy: Callable[
     assert statuses(results) == {"cors-foreign-origin": {"fail"}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy defect: `location ^~ /metrics` matches letter case exactly, so /METRICS, /Admin, /DEBUG "
-    "and /Internal reach the upstream",
-)
 def test_blocked_paths_in_any_spelling(proxy: RunningProxy) -> None:
     assert_all_pass(run(proxy.context(), "blocked-paths"))
 
@@ -546,7 +532,7 @@ def test_blocked_paths_in_their_own_spelling_answer_404(proxy: RunningProxy) -> 
 
 def test_unblocked_metrics_fail(start_proxy: Callable[..., RunningProxy]) -> None:
     def unblock(conf: str) -> str:
-        return conf.replace("location ^~ /metrics { return 404; }", "")
+        return conf.replace("^/(metrics|admin", "^/(admin")
 
     results = run(start_proxy(unblock).context(), "blocked-paths")
     served = failures(results, "blocked-paths")
@@ -659,9 +645,10 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """redis-server with the stack's rendered config: AUTH from an included file."""
     redis_server = require_tool("redis-server")
     root = tmp_path_factory.mktemp("redis")
-    (root / "auth.conf").write_text(render_auth_conf(REDIS_PASSWORD))
+    # Every ACL user gets the same password here; the probes log in as `verify`.
+    (root / "users.acl").write_text(render_acl(dict.fromkeys(ACL_RULES, REDIS_PASSWORD)))
     port = free_port()
-    conf = render_redis_conf(64, str(root / "auth.conf"), data_dir=str(root), port=port)
+    conf = render_redis_conf(64, str(root / "users.acl"), data_dir=str(root), port=port)
     conf = conf.replace("bind * -::*", "bind 127.0.0.1")
     (root / "redis.conf").write_text(conf)
     process = subprocess.Popen([redis_server, str(root / "redis.conf")], stdout=subprocess.DEVNULL)
@@ -758,7 +745,7 @@ def test_markers_are_read_back_and_cleaned_up(probed: Probed, postgres: int, red
     assert count.ok and count.stdout.strip() == "0"
     key = probes.redis_marker_key(probed.ctx.token)
     leftover = probed.recorder.local.run(
-        probes.redis_cli("127.0.0.1", redis, str(probed.files / "redis-password"), ["EXISTS", key]), 10
+        probes.redis_cli("127.0.0.1", redis, "verify", str(probed.files / "redis-password"), ["EXISTS", key]), 10
     )
     assert leftover.stdout.strip() == "0"
 

@@ -26,8 +26,9 @@ SECRET_READERS: Mapping[str, Sequence[str]] = {
     "api": api.SECRETS,
     "temporal": temporal.SECRETS,
     "monitoring": (*grafana.SECRETS, *exporters.SECRETS),
-    # Backups and restores run as the database superuser, and stream Redis as its backup user.
-    "backup": ("postgres-superuser-password", "redis-backup-password"),
+    # Backups and restores run as the database superuser, and stream Redis as its backup user;
+    # the ops container also hosts the live checks' probes (a Redis marker key).
+    "backup": ("postgres-superuser-password", "redis-backup-password", "redis-verify-password"),
 }
 
 BUCKET_IAM: Mapping[str, Iam] = {

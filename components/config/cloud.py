@@ -20,6 +20,7 @@ GeneratedSecret = Literal[
     "redis-exporter-password",
     "redis-backup-password",
     "redis-healthcheck-password",
+    "redis-verify-password",
     "grafana-admin-password",
     "api-secret-key",
     "jwt-signing-key",

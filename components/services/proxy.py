@@ -101,6 +101,8 @@ class NginxSettings:
     status_port: int = STATUS_PORT
     preflight_port: int = PREFLIGHT_PORT
     mime_types: str = "/etc/nginx/mime.types"
+    # Only for a master started as root (tests): the user its workers run as.
+    user: str | None = None
 
 
 def render_nginx_conf(settings: NginxSettings) -> str:

@@ -20,6 +20,8 @@ from components.containers.service import ServiceComponent
 from components.naming import Naming
 
 PORT = 6379
+# The keys `preflight verify` may write (a marker written, read back and deleted).
+VERIFY_KEY_PREFIX = "stagecraft:verify:"
 # One ACL user per client, each allowed only what it needs; the `default` user is off.
 ACL_RULES = {
     # The application: data commands, but nothing that wipes, reconfigures or replicates.
@@ -32,6 +34,8 @@ ACL_RULES = {
     "backup": "-@all +@connection +ping +sync +psync +replconf",
     # The container's own healthcheck.
     "healthcheck": "-@all +ping",
+    # `preflight verify`: proves data persists with a short-lived marker key, and no other key.
+    "verify": f"~{VERIFY_KEY_PREFIX}* -@all +@connection +ping +set +get +del +exists +ttl",
 }
 # Which generated secret holds each user's password.
 USER_SECRETS = {
@@ -39,6 +43,7 @@ USER_SECRETS = {
     "exporter": "redis-exporter-password",
     "backup": "redis-backup-password",
     "healthcheck": "redis-healthcheck-password",
+    "verify": "redis-verify-password",
 }
 
 

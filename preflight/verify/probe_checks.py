@@ -44,7 +44,8 @@ def _redis(ctx: Context, command: list[str], authenticated: bool = True) -> tupl
     t = ctx.targets
     executor = _probe(ctx)
     password_file = t.probe.redis_password_file if authenticated else None
-    return executor, _run(executor, probes.redis_cli(t.services["redis"], t.redis_port, password_file, command), ctx)
+    argv = probes.redis_cli(t.services["redis"], t.redis_port, t.probe.redis_user, password_file, command)
+    return executor, _run(executor, argv, ctx)
 
 
 # database ----------------------------------------------------------------------------------

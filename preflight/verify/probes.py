@@ -179,12 +179,16 @@ def marker_delete_sql(token: str) -> list[str]:
 # Redis -------------------------------------------------------------------------------------
 
 
-def redis_cli(host: str, port: int, password_file: str | None, command: Sequence[str]) -> list[str]:
-    """``redis-cli`` authenticated from ``password_file`` (REDISCLI_AUTH), or deliberately not."""
-    base = ["redis-cli", "-h", host, "-p", str(port), *command]
+def redis_cli(
+    host: str, port: int, user: str | None, password_file: str | None, command: Sequence[str]
+) -> list[str]:
+    """``redis-cli`` as ACL ``user`` with the password from ``password_file`` (REDISCLI_AUTH), or
+    deliberately unauthenticated."""
+    base = ["redis-cli", "-h", host, "-p", str(port)]
     if password_file is None:
-        return ["env", "-u", "REDISCLI_AUTH", *base]
-    return with_secret_env("REDISCLI_AUTH", password_file, base)
+        return ["env", "-u", "REDISCLI_AUTH", *base, *command]
+    login = ["--user", user] if user else []
+    return with_secret_env("REDISCLI_AUTH", password_file, [*base, *login, *command])
 
 
 def redis_marker_key(token: str) -> str:

@@ -32,7 +32,8 @@ outputs; nothing here needs a secret output. The ``verify`` object, with staging
       "monitoring": {"prometheus_port": 9090, "grafana_port": 3000},
       "probe": {"service": "ops", "postgres_user": "postgres",
                 "postgres_password_file": "/run/stagecraft/secrets/postgres-superuser-password",
-                "redis_password_file": "/run/stagecraft/secrets/redis-password"}
+                "redis_user": "verify",
+                "redis_password_file": "/run/stagecraft/secrets/redis-verify-password"}
     }
 
 - ``proxy.http_port``/``https_port`` are the host ports the proxy publishes; ``health_port`` is the
@@ -56,7 +57,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from components.config import DNS_NAME
+from components.config.base import DNS_NAME
 
 # Services the checks talk to; the program may run more (exporters, Temporal UI).
 REQUIRED_SERVICES = ("postgres", "redis", "chroma", "temporal", "api", "web", "proxy", "prometheus", "grafana", "ops")
@@ -123,6 +124,8 @@ class Probe(_Model):
     service: str
     postgres_user: Annotated[str, Field(pattern=POSTGRES_IDENTIFIER)]
     postgres_password_file: Annotated[str, Field(pattern=CONTAINER_PATH)]
+    # The Redis ACL user the probes log in as (allowed only the marker keys) and its password.
+    redis_user: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
     redis_password_file: Annotated[str, Field(pattern=CONTAINER_PATH)]
 
 

@@ -8,8 +8,6 @@ defines ``register(subparsers)``, which adds its subparser and sets ``handler`` 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -186,13 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
         "healthy",
         "the heartbeat file is missing or older than 120 s",
     )
-    if importlib.util.find_spec("stagecraft_ops.seed") is not None:
-        importlib.import_module("stagecraft_ops.seed").register(commands)
+    # Staging seed data has its own commands and options: `seed --help` lists them.
+    commands.add_parser(
+        "seed",
+        help="staging seed data: anonymize, verify-anonymized, load, generate (see `seed --help`)",
+        add_help=False,
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["seed"]:
+        from stagecraft_ops.seed import main as seed_main
+
+        return seed_main(arguments[1:])
+    args = build_parser().parse_args(arguments)
     try:
         settings = load(args.settings)
         return int(args.handler(args, settings))

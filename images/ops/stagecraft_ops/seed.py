@@ -59,6 +59,7 @@ from typing import IO, Any
 
 import psycopg
 from psycopg import sql
+
 from stagecraft_ops.anonymize import (
     MIN_LENGTH,
     AnonymizeReport,
