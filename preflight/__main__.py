@@ -5,11 +5,17 @@ import sys
 
 from preflight.cli import main
 
-try:
-    code = main()
-    sys.stdout.flush()
-except BrokenPipeError:
-    # The reader (e.g. `| head`) went away; that is not an error of ours.
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    code = 0
-sys.exit(code)
+
+def run() -> None:
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away; that is not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    run()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import yaml
 from google.protobuf import json_format
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
@@ -33,6 +34,7 @@ from components.config import (
     load_from_file,
     read_stack_file,
 )
+from components.config.loading import ciphertexts as stack_file_ciphertexts
 from preflight.aliases import AliasSpec, Registration, candidates, resolve
 from preflight.mocks import PlanMocks
 
@@ -95,6 +97,8 @@ class Plan:
     secret_values: set[str] = field(repr=False, default_factory=set)
     # The validated stack config the plan came from (None for bare component runs).
     config: StackConfig | None = field(repr=False, default=None)
+    # (key path, ciphertext) of every `secure:` value in the stack file.
+    ciphertexts: list[tuple[str, str]] = field(repr=False, default_factory=list)
 
     def by_type(self, type_: str) -> list[PlannedResource]:
         return [r for r in self.resources if r.type == type_]
@@ -202,7 +206,21 @@ def stacks_in(project_dir: Path = PROJECT_DIR) -> list[str]:
     return sorted(path.name[len("Pulumi.") : -len(".yaml")] for path in project_dir.glob("Pulumi.*.yaml"))
 
 
-def plan(stack: str, config_file: Path | str | None = None, project_dir: Path = PROJECT_DIR) -> Plan:
+@dataclass(frozen=True)
+class Simulation:
+    """How the mock engine behaves: a preview (outputs the providers compute stay unknown), and
+    jobs whose exit code is not 0 (by service name), to see how the program reacts."""
+
+    preview: bool = False
+    job_exit_codes: dict[str, int] = field(default_factory=dict)
+
+
+def plan(
+    stack: str,
+    config_file: Path | str | None = None,
+    project_dir: Path = PROJECT_DIR,
+    simulation: Simulation | None = None,
+) -> Plan:
     """Validate the stack's config, then run the program under mocks; raise ConfigError first."""
     path = Path(config_file) if config_file else stack_file(stack, project_dir)
     config_model = load_from_file(path)  # every config problem surfaces here, before the program runs
@@ -211,11 +229,18 @@ def plan(stack: str, config_file: Path | str | None = None, project_dir: Path = 
     if str(project_dir) not in sys.path:
         sys.path.insert(0, str(project_dir))
     main = project_dir / "__main__.py"
-    result = capture(stack, lambda: runpy.run_path(str(main), run_name="__main__"), config, secret_keys)
+    result = capture(stack, lambda: runpy.run_path(str(main), run_name="__main__"), config, secret_keys, simulation)
     result.source = path.name
     result.config = config_model
+    result.ciphertexts = stack_ciphertexts(path)
     result.secret_values |= _config_secrets(items)
     return result
+
+
+def stack_ciphertexts(path: Path) -> list[tuple[str, str]]:
+    """(key path, ciphertext) of every `secure:` value in a stack file (the file already loaded)."""
+    document = yaml.safe_load(path.read_text()) or {}
+    return stack_file_ciphertexts(document.get("config") or {})
 
 
 def _config_secrets(value: Any) -> set[str]:
@@ -245,24 +270,36 @@ def capture(
     program: Callable[[], Any],
     config: dict[str, str] | None = None,
     secret_keys: list[str] | None = None,
+    simulation: Simulation | None = None,
 ) -> Plan:
     """Run ``program`` under the mock engine as stack ``stack`` and return what it registered.
 
     Each call gets a fresh context and event loop: Pulumi keeps its settings, config and root
     stack in context variables, so runs never see each other.
     """
-    return contextvars.Context().run(_capture, stack, program, config or {}, secret_keys or [])
+    return contextvars.Context().run(
+        _capture, stack, program, config or {}, secret_keys or [], simulation or Simulation()
+    )
 
 
-def _capture(stack: str, program: Callable[[], Any], config: dict[str, str], secret_keys: list[str]) -> Plan:
+def _capture(
+    stack: str, program: Callable[[], Any], config: dict[str, str], secret_keys: list[str], simulation: Simulation
+) -> Plan:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    mocks = PlanMocks(stack, project_hint=config.get("gcp:project", "mock-project"))
+    mocks = PlanMocks(
+        stack,
+        project_hint=config.get("gcp:project", "mock-project"),
+        job_exit_codes=simulation.job_exit_codes,
+        preview=simulation.preview,
+    )
     monitor = CapturingMonitor(mocks)
     try:
         with _engine_environment(config, secret_keys):
             pulumi.runtime.set_all_config(config, secret_keys)
-            pulumi.runtime.set_mocks(mocks, project=PROJECT_NAME, stack=stack, preview=False, monitor=monitor)
+            pulumi.runtime.set_mocks(
+                mocks, project=PROJECT_NAME, stack=stack, preview=simulation.preview, monitor=monitor
+            )
             _sync_await(run_pulumi_func(program))
             outputs = _stack_outputs()
     except pulumi.RunError as error:
@@ -272,6 +309,12 @@ def _capture(stack: str, program: Callable[[], Any], config: dict[str, str], sec
     except Exception as error:
         raise ProgramError(f"{type(error).__name__}: {error}") from error
     finally:
+        # A failed program leaves tasks pending (outputs that will never resolve); cancel them with
+        # their loop, or the next run would find them and wait on a closed loop.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
         asyncio.set_event_loop(None)
     registrations = [Registration(r.urn, r.parent, r.alias_specs) for r in monitor.captured]

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from components.config import normalized_docker_host
 from preflight.engine import Plan
 
 CONTAINER = "docker:index/container:Container"
@@ -80,7 +81,12 @@ def compare(left: Plan, right: Plan) -> list[Finding]:
         for value, urn in sorted(_index(left, type_, key).items()):
             if value in theirs:
                 findings.append(Finding(kind, value, urn, theirs[value], fix))
-    same_host = left.config and right.config and left.config.docker.host == right.config.docker.host
+    findings += list(_shared_settings(left, right))
+    same_host = (
+        left.config is not None
+        and right.config is not None
+        and normalized_docker_host(left.config.docker.host) == normalized_docker_host(right.config.docker.host)
+    )
     if same_host:
         theirs_ports = _ports(right)
         for (host, port), urn in sorted(_ports(left).items()):
@@ -117,6 +123,43 @@ def compare(left: Plan, right: Plan) -> list[Finding]:
                 findings.append(Finding(kind, value, where, theirs[value], fix))
     findings += list(_cross_grants(left, right)) + list(_cross_grants(right, left))
     return findings
+
+
+def _shared_settings(left: Plan, right: Plan) -> Iterator[Finding]:
+    """Settings two stacks must never share: their GCP project (project-level grants would cross
+    the line), their keys, and any secret value (the same ciphertext is the same secret copied)."""
+    if left.config is None or right.config is None:
+        return
+    mine, theirs = left.config, right.config
+    if mine.gcp.project == theirs.gcp.project:
+        yield Finding(
+            "gcp-project",
+            mine.gcp.project,
+            f"{left.stack}:gcp:project",
+            f"{right.stack}:gcp:project",
+            "give each environment its own GCP project",
+        )
+    for key in ("storage", "secrets"):
+        own_key = getattr(mine.stagecraft, key).kms_key
+        if own_key and own_key == getattr(theirs.stagecraft, key).kms_key:
+            yield Finding(
+                "kms-key",
+                own_key,
+                f"{left.stack}:stagecraft:{key}.kms_key",
+                f"{right.stack}:stagecraft:{key}.kms_key",
+                "use a key in each environment's own project",
+            )
+    their_ciphertexts = dict((ciphertext, key) for key, ciphertext in right.ciphertexts)
+    for key, ciphertext in left.ciphertexts:
+        if ciphertext in their_ciphertexts:
+            yield Finding(
+                "copied-secret",
+                "[secret]",
+                f"{left.stack}:{key}",
+                f"{right.stack}:{their_ciphertexts[ciphertext]}",
+                "set the secret separately in each stack (`pulumi config set --secret`); a copied ciphertext is the "
+                "same secret in both environments",
+            )
 
 
 def _cross_grants(granting: Plan, owner: Plan) -> Iterator[Finding]:

@@ -41,14 +41,19 @@ class PlanMocks(pulumi.runtime.Mocks):
     """Provider stand-ins for ``preflight``; records every fake secret value it hands out.
 
     A one-shot job container exits 0 unless ``job_exit_codes`` names its service with another
-    code, to see how the program reacts to a failing job."""
+    code, to see how the program reacts to a failing job; in a ``preview`` nothing has run."""
 
     def __init__(
-        self, stack: str, project_hint: str = "mock-project", job_exit_codes: Mapping[str, int] | None = None
+        self,
+        stack: str,
+        project_hint: str = "mock-project",
+        job_exit_codes: Mapping[str, int] | None = None,
+        preview: bool = False,
     ) -> None:
         self.stack = stack
         self.project_hint = project_hint
         self.job_exit_codes = dict(job_exit_codes or {})
+        self.preview = preview
         self.secret_values: set[str] = set()
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -143,7 +148,8 @@ def _docker_object(_mocks: PlanMocks, seed: str, _project: str, _inputs: dict[st
 def _container(mocks: PlanMocks, seed: str, _project: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A container; a job (attached, not kept running) has run to completion by now."""
     outputs: dict[str, Any] = {}
-    if inputs.get("attach") and inputs.get("mustRun") is False:
+    # In a preview nothing has run: a job's exit code and logs are not known yet.
+    if inputs.get("attach") and inputs.get("mustRun") is False and not mocks.preview:
         labels = {
             str(label.get("label")): label.get("value")
             for label in inputs.get("labels") or []

@@ -185,15 +185,27 @@ def test_jobs_gate_what_depends_on_them(plans: dict[str, Plan]) -> None:
     def depends(name: str, on: str) -> bool:
         return by_name[on].urn in by_name[name].dependencies
 
-    for job in ("api-migrate", "temporal-schema", "temporal-namespace", "postgres-init"):
+    def gated(name: str, job: str) -> bool:
+        """Created only once the job succeeded: it waits for the job, and for its outcome."""
+        labels = {label["label"]: label["value"] for label in by_name[name].inputs["labels"]}
+        return depends(name, job) and labels.get(f"stagecraft.after.{job}") == "succeeded"
+
+    jobs = ("api-migrate", "temporal-schema", "temporal-namespace", "postgres-init", "ops-pre-migration-backup")
+    for job in jobs:
         inputs = by_name[job].inputs
         assert inputs["attach"] is True and inputs["mustRun"] is False and inputs["restart"] == "no"
-    assert depends("api", "api-migrate")
-    assert depends("api-migrate", "postgres-init")
+    assert gated("api", "api-migrate") and gated("api", "temporal-namespace")
+    assert gated("api-migrate", "postgres-init") and gated("api-migrate", "ops-pre-migration-backup")
     assert depends("postgres-init", "postgres")
-    assert depends("temporal", "temporal-schema")
+    assert gated("temporal-schema", "postgres-init")
+    assert gated("temporal", "temporal-schema")
     assert depends("temporal-namespace", "temporal")
-    assert depends("proxy", "api") and depends("proxy", "web")
+    assert gated("temporal-ui", "temporal-namespace")
+    # Dependencies that are not real are gone: the proxy finds its backends when requests
+    # arrive, the web front end reaches the API through its public URL, Grafana and Prometheus
+    # start whether or not what they show or scrape is up.
+    assert not depends("proxy", "api") and not depends("proxy", "web") and not depends("proxy", "grafana")
+    assert not depends("web", "api") and not depends("grafana", "prometheus")
     assert by_name["api-migrate"].inputs["command"] == ["alembic", "upgrade", "head"]
     assert by_name["api-migrate"].inputs["image"] == by_name["api"].inputs["image"]
 

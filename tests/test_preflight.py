@@ -248,7 +248,8 @@ def test_a_copy_of_prod_is_caught_by_isolation(project_root: Path) -> None:
         sides = (violation["urn"], violation["other_urn"])
         assert any("prod:" in side or "::prod::" in side or side.startswith("prod") for side in sides)
         assert any("prodcopy" in side for side in sides)
-    assert "other side:" in human
+    # Grouped by policy with counts; every detail (both sides) is in --json.
+    assert "[mandatory] isolation-bucket-name: 3" in human
 
 
 def test_isolation_between_staging_and_prod_is_clean() -> None:

@@ -19,6 +19,7 @@ from components.services.api import Api, ApiArgs, Dependencies
 from components.services.chroma import Chroma, ChromaArgs
 from components.services.exporters import Exporters, ExportersArgs
 from components.services.grafana import Grafana, GrafanaArgs
+from components.services.ops import DataStores, Operations, OperationsArgs, SeedJob, SeedJobArgs
 from components.services.postgres import Postgres, PostgresArgs
 from components.services.prometheus import ProcessLimit, Prometheus, PrometheusArgs
 from components.services.proxy import ProxyArgs, ReverseProxy, Upstreams
@@ -43,6 +44,8 @@ class ApplicationLayerArgs:
     secrets: Mapping[str, pulumi.Output[str]]
     # Service account key files (JSON, secret) of the workloads that have one.
     key_files: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
+    # Bucket names by purpose (uploads, backups).
+    buckets: Mapping[str, pulumi.Output[str]] = field(default_factory=dict)
 
 
 class ApplicationLayer(pulumi.ComponentResource):
@@ -124,6 +127,33 @@ class ApplicationLayer(pulumi.ComponentResource):
             ),
             opts=was("temporal"),
         )
+        self.ops = Operations(
+            f"{name}-ops",
+            OperationsArgs(
+                naming=naming,
+                settings=sc.ops,
+                backup=sc.backup,
+                postgres_image=services.postgres.image,
+                data_network=nets["data"],
+                egress_network=nets["egress"],
+                stores=DataStores(
+                    postgres=self.postgres.endpoint,
+                    databases=[layout.app_database, *layout.temporal_databases],
+                    drill_databases=[layout.app_database],
+                    redis=self.redis.endpoint,
+                    redis_user="backup",
+                    chroma_volume=self.chroma.volume,
+                ),
+                backups_bucket=args.buckets["backups"],
+                secrets=secrets,
+                gcp_key=args.key_files.get("backup"),
+                prod=config.is_prod,
+                protect=protect,
+                after=[self.postgres.init_job],
+            ),
+            opts=child(self),
+        )
+        pre_migration = self.ops.pre_migration_backup(services.api.image, after=[self.postgres.init_job])
         self.api = Api(
             f"{name}-api",
             ApiArgs(
@@ -149,11 +179,34 @@ class ApplicationLayer(pulumi.ComponentResource):
                 gcp_project=config.gcp.project,
                 gcp_key=args.key_files.get("api"),
                 ports=debug_port(sc.debug_ports.api, services.api.port),
-                after=[self.postgres.init_job, self.temporal.namespace_job],
+                # The migration needs the database and a backup to roll back to; the API also
+                # needs Temporal's namespace, Redis and Chroma.
+                migrate_after=[self.postgres.init_job, pre_migration],
+                after=[self.temporal.namespace_job],
                 depends_on=[self.redis.server.container, self.chroma.server.container],
             ),
             opts=was("api"),
         )
+        if sc.seed is not None:
+            self.seed = SeedJob(
+                f"{name}-seed",
+                SeedJobArgs(
+                    naming=naming,
+                    seed=sc.seed,
+                    ops=self.ops,
+                    data_network=nets["data"],
+                    egress_network=nets["egress"],
+                    postgres=self.postgres.endpoint,
+                    database=layout.app_database,
+                    database_user=layout.app_user,
+                    database_password=secrets["app-db-password"],
+                    salt=secrets["seed-salt"],
+                    uploads_bucket=args.buckets["uploads"],
+                    gcp_key=args.key_files.get("api"),
+                    after=[self.api.migration],
+                ),
+                opts=child(self),
+            )
         self.web = Web(
             f"{name}-web",
             WebArgs(
@@ -163,7 +216,6 @@ class ApplicationLayer(pulumi.ComponentResource):
                 api_url=https_url(sc.domains.api, sc.proxy.https_port),
                 app_network=nets["app"],
                 ports=debug_port(sc.debug_ports.web, services.web.port),
-                depends_on=[self.api.server.container],
             ),
             opts=was("web"),
         )
@@ -209,7 +261,6 @@ class ApplicationLayer(pulumi.ComponentResource):
                     )
                 ],
                 protect=protect,
-                depends_on=self.exporters.containers,
                 was_parent=previous_monitoring,
             ),
             opts=child(self),
@@ -226,7 +277,6 @@ class ApplicationLayer(pulumi.ComponentResource):
                 domain=sc.domains.grafana,
                 ports=debug_port(sc.debug_ports.grafana, grafana.PORT),
                 protect=protect,
-                depends_on=[self.prometheus.server.container],
                 was_parent=previous_monitoring,
             ),
             opts=child(self),
@@ -249,7 +299,6 @@ class ApplicationLayer(pulumi.ComponentResource):
                 gcp_project=config.gcp.project,
                 status_allow=[sc.network.app],
                 protect=protect,
-                depends_on=[self.api.server.container, self.web.server.container, self.grafana.server.container],
             ),
             opts=was("proxy"),
         )

@@ -45,7 +45,9 @@ class Platform(pulumi.ComponentResource):
         sc = config.stagecraft
         self.naming = naming = naming_for(config, args.stack)
 
-        self.grants = stack_grants(sc.identity, sc.secrets.provided)
+        self.grants = stack_grants(
+            sc.identity, sc.secrets.provided, optional=("seed-salt",) if sc.seed is not None else ()
+        )
         self.security = SecurityLayer(
             f"{name}-security",
             SecurityLayerArgs(config=config, naming=naming, grants=self.grants),
@@ -58,6 +60,7 @@ class Platform(pulumi.ComponentResource):
                 naming=naming,
                 secrets=self.security.secrets.values,
                 key_files=self.security.identities.key_files,
+                buckets=self.security.storage.names,
             ),
             opts=child(self),
         )

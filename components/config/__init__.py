@@ -40,7 +40,7 @@ from components.config.loading import (
     load_from_file,
     read_stack_file,
 )
-from components.config.operations import AlertThresholds, Backup, Monitoring
+from components.config.operations import AlertThresholds, Backup, Monitoring, OpsService, Seed
 from components.config.services import (
     ApiService,
     AppService,
@@ -75,6 +75,7 @@ __all__ = [
     "Identity",
     "Monitoring",
     "Network",
+    "OpsService",
     "PostgresService",
     "ProvidedSecret",
     "ProvidedTls",
@@ -82,6 +83,7 @@ __all__ = [
     "RedisService",
     "SecretManagerTls",
     "SecretSettings",
+    "Seed",
     "SelfSignedTls",
     "Service",
     "Services",

@@ -25,8 +25,11 @@ GeneratedSecret = Literal[
     "api-secret-key",
     "jwt-signing-key",
     "postgres-exporter-password",
+    "seed-salt",
 ]
 GENERATED_SECRETS: tuple[str, ...] = get_args(GeneratedSecret)
+# Generated only where they are used: the salt of staging's seed data.
+OPTIONAL_SECRETS = ("seed-salt",)
 PRIMITIVE_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
 PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
 # The only roles stagecraft grants on a whole project: writing logs, metrics and traces. Every

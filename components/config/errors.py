@@ -32,6 +32,10 @@ class ConfigError(Exception):
         self.problems = problems
         super().__init__("\n".join(f"{source}: {key}: {msg}" for key, msg in problems))
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, list[tuple[str, str]]]]:
+        # Crosses process boundaries (preflight plans stacks in worker processes) intact.
+        return (ConfigError, (self.source, self.problems))
+
 
 def key_path(loc: tuple[Any, ...]) -> str:
     """A pydantic location as the stack file spells the key: `stagecraft:services.api.port`."""

@@ -15,7 +15,7 @@ from components.config.app import AppSettings, Domains
 from components.config.base import Model, Problem
 from components.config.cloud import ENVIRONMENT_WORDS, Gcp, Identity, SecretSettings, Storage, names_environment
 from components.config.host import DebugPorts, Docker, Network, Proxy, SecretManagerTls
-from components.config.operations import Backup, Monitoring
+from components.config.operations import Backup, Monitoring, OpsService, Seed
 from components.config.services import Services
 
 ENVIRONMENTS = ENVIRONMENT_WORDS
@@ -42,6 +42,8 @@ class Stagecraft(Model):
     proxy: Proxy
     debug_ports: DebugPorts = DebugPorts()
     monitoring: Monitoring = Monitoring()
+    ops: OpsService = OpsService()
+    seed: Seed | None = None
 
     def problems(self) -> Iterator[Problem]:
         ports = {"proxy.http_port": self.proxy.http_port, "proxy.https_port": self.proxy.https_port}
@@ -139,6 +141,8 @@ def prod_rules(sc: Stagecraft) -> Iterator[Problem]:
         yield ("proxy.grafana_allow", "must list the networks allowed to reach Grafana in prod")
     if sc.secrets.version_destroy_ttl_days is None:
         yield ("secrets.version_destroy_ttl_days", "must be set in prod (days a destroyed version stays recoverable)")
+    if sc.seed is not None:
+        yield ("seed", "must be unset in prod: seed data never goes into production")
 
 
 def staging_rules(sc: Stagecraft) -> Iterator[Problem]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -50,6 +52,36 @@ def tmpfs_options(size_mb: int | None = None, owner: str | None = None, mode: st
 
 def _duration(seconds: int) -> str:
     return f"{seconds}s"
+
+
+def _versioned_name(
+    stable_name: str,
+    args: ContainerArgs,
+    image: pulumi.Input[str],
+    labels: Sequence[docker.ContainerLabelArgs],
+) -> pulumi.Output[str]:
+    """``<stable name>-<8 hex>``, where the hex changes with everything that would replace the
+    container (its image, settings, files and gates), so every version has a name of its own."""
+    plain = json.dumps(
+        {
+            "settings": args.settings.model_dump(),
+            "env": dict(args.env),
+            "command": list(args.command or ()),
+            "entrypoint": list(args.entrypoint or ()),
+            "user": args.user,
+            "files": sorted([*args.secret_files, *args.config_files]),
+            "volumes": sorted(args.volumes),
+            "tmpfs": dict(args.tmpfs),
+            "tmp_mb": args.tmp_mb,
+            "ports": [str(port) for port in args.ports],
+        },
+        sort_keys=True,
+        default=str,
+    )
+    label_values = [pulumi.Output.from_input(label.value) for label in labels]
+    return pulumi.Output.all(image, *label_values).apply(
+        lambda values: f"{stable_name}-{hashlib.sha256((plain + json.dumps(values)).encode()).hexdigest()[:8]}"
+    )
 
 
 class JobFailedError(pulumi.RunError):
@@ -111,12 +143,18 @@ class ContainerArgs:
     ports: Sequence[docker.ContainerPortArgs] = ()
     shm_size_mb: int | None = None
     stop_signal: str | None = None
+    # An image built by the program (its ID); otherwise ``settings.image`` is pulled.
+    image: pulumi.Input[str] | None = None
     # A job: runs once to completion (attached), no restart, no healthcheck; a non-zero exit
     # stops the update.
     one_shot: bool = False
     # Jobs that must have succeeded before this container is created.
     after: Sequence[HardenedContainer] = ()
     depends_on: Sequence[pulumi.Resource] = ()
+    # A stateless service replaced without a gap: each version gets its own name, the new one is
+    # created and healthy before the old one is deleted, and clients find whichever runs through
+    # the stable name, a network alias on every network it joins.
+    rolling: bool = False
 
 
 class HardenedContainer(pulumi.ComponentResource):
@@ -146,12 +184,16 @@ class HardenedContainer(pulumi.ComponentResource):
         envs = checked_env(args.env)
         self.user = args.user or image_user(args.settings.image).user
         self.uid = self.user.split(":", 1)[0]
-        self.image = docker.RemoteImage(
-            f"{name}-image",
-            name=args.settings.image,
-            keep_locally=True,
-            opts=child(self, was=args.service),
-        )
+        if args.image is None:
+            remote = docker.RemoteImage(
+                f"{name}-image",
+                name=args.settings.image,
+                keep_locally=True,
+                opts=child(self, was=args.service),
+            )
+            self.image_id: pulumi.Input[str] = remote.image_id
+        else:
+            self.image_id = args.image
         mounts = [
             docker.ContainerMountArgs(
                 type="volume", source=volume, target=path, read_only=True if path in args.read_only_volumes else None
@@ -159,7 +201,7 @@ class HardenedContainer(pulumi.ComponentResource):
             for path, volume in sorted(args.volumes.items())
         ]
         depends_on = list(args.depends_on)
-        labels_args: list[pulumi.Input[docker.ContainerLabelArgs]] = list(container_labels(labels))
+        labels_args: list[docker.ContainerLabelArgs] = list(container_labels(labels))
         carrier = self._files_carrier(name, args, labels)
         if carrier is not None:
             files_volume, carrier_container = carrier
@@ -187,12 +229,26 @@ class HardenedContainer(pulumi.ComponentResource):
                 timeout=_duration(check.timeout_s),
                 retries=check.retries,
                 start_period=_duration(check.start_period_s),
+                # Checks every few seconds while starting: healthy as soon as it really is.
+                start_interval=_duration(check.start_interval_s) if check.start_interval_s else None,
             )
         tmpfs = {"/tmp": tmpfs_options(args.tmp_mb), **args.tmpfs}
+        stable_name = naming.container(args.service)
+        networks = [
+            docker.ContainerNetworksAdvancedArgs(
+                name=attachment.network.name,
+                aliases=[*attachment.aliases, *([stable_name] if args.rolling else [])] or None,
+                ipv4_address=attachment.ipv4_address,
+            )
+            for attachment in args.networks
+        ]
+        container_name: pulumi.Input[str] = stable_name
+        if args.rolling:
+            container_name = _versioned_name(stable_name, args, self.image_id, labels_args)
         self.container = docker.Container(
             name,
-            name=naming.container(args.service),
-            image=self.image.image_id,
+            name=container_name,
+            image=self.image_id,
             command=list(args.command) if args.command else None,
             entrypoints=list(args.entrypoint) if args.entrypoint else None,
             envs=envs,
@@ -217,30 +273,26 @@ class HardenedContainer(pulumi.ComponentResource):
             read_only=args.read_only,
             tmpfs=dict(sorted(tmpfs.items())),
             mounts=mounts or None,
-            networks_advanced=[
-                docker.ContainerNetworksAdvancedArgs(
-                    name=attachment.network.name,
-                    aliases=list(attachment.aliases) or None,
-                    ipv4_address=attachment.ipv4_address,
-                )
-                for attachment in args.networks
-            ],
+            networks_advanced=networks,
             # A container that needs no network gets none (not Docker's default bridge).
             network_mode=None if args.networks else "none",
             ports=list(args.ports) or None,
             stop_signal=args.stop_signal,
             labels=labels_args,
             destroy_grace_seconds=30,
-            # Names are fixed, so the old container must go before its replacement starts.
-            opts=child(self, was=args.service, depends_on=depends_on, delete_before_replace=True),
+            # A fixed name means the old container must go before its replacement starts; a
+            # rolling one is replaced only once the new one is healthy.
+            opts=child(self, was=args.service, depends_on=depends_on, delete_before_replace=not args.rolling),
         )
         self.name = self.container.name
         if args.one_shot:
             job, container_name = args.service, naming.container(args.service)
             secrets = [pulumi.Output.from_input(value) for value in args.secret_files.values()]
-            self.succeeded = pulumi.Output.all(self.container.exit_code, self.container.container_logs, *secrets).apply(
+            outcome = pulumi.Output.all(self.container.exit_code, self.container.container_logs, *secrets).apply(
                 lambda values: job_outcome(job, container_name, values[0], values[1], values[2:])
             )
+            # The outcome is only "succeeded" (a failure raises, with secrets blanked out).
+            self.succeeded = pulumi.Output.unsecret(outcome)
         else:
             self._limit_processes(name, args.settings.pids_limit)
         self.register_outputs({"name": self.name})
@@ -292,7 +344,7 @@ class HardenedContainer(pulumi.ComponentResource):
         carrier = docker.Container(
             f"{name}-files",
             name=args.naming.container(f"{args.service}-files"),
-            image=self.image.image_id,
+            image=self.image_id,
             start=False,
             must_run=False,
             network_mode="none",

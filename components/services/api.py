@@ -52,7 +52,9 @@ class ApiArgs:
     # The API's service account key (JSON), when its credentials are a key file.
     gcp_key: pulumi.Input[str] | None = None
     ports: Sequence[docker.ContainerPortArgs] = ()
-    # Jobs the migration waits for (they must have succeeded); services the API needs running.
+    # Jobs the migration must see succeed; jobs the API must see succeed (besides its
+    # migration); services the API needs running.
+    migrate_after: Sequence[HardenedContainer] = ()
     after: Sequence[HardenedContainer] = ()
     depends_on: Sequence[pulumi.Resource] = ()
 
@@ -103,7 +105,7 @@ class Api(ServiceComponent):
             user=user,
             tmp_mb=128,
             one_shot=True,
-            after=args.after,
+            after=args.migrate_after,
         )
         server_env = {**base_env, "GCS_UPLOADS_BUCKET": naming.bucket("uploads")}
         server_secrets = dict(secret_files)
@@ -128,7 +130,8 @@ class Api(ServiceComponent):
             tmp_mb=128,
             health_test=http_check(args.settings.port, args.settings.health_path, args.settings.health_command),
             ports=args.ports,
-            after=[self.migration],
+            rolling=True,
+            after=[self.migration, *args.after],
             depends_on=args.depends_on,
         )
         self.register_outputs({"host": self.endpoint.host})

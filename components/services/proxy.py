@@ -103,6 +103,9 @@ class NginxSettings:
     mime_types: str = "/etc/nginx/mime.types"
     # Only for a master started as root (tests): the user its workers run as.
     user: str | None = None
+    # The container network's DNS (Docker's embedded server) and how long an answer is kept.
+    resolver: str = "127.0.0.11"
+    resolver_valid_s: int = 2
 
 
 def render_nginx_conf(settings: NginxSettings) -> str:
@@ -110,7 +113,8 @@ def render_nginx_conf(settings: NginxSettings) -> str:
     non-443 port), TLS 1.2+, security headers on every response (4xx included), per-IP rate
     limiting of every request (CORS preflights too), one server per domain, CORS only for the
     listed origins, X-Forwarded-For set to the client's address, Grafana's admin API blocked and
-    Grafana limited to the allowed networks."""
+    Grafana limited to the allowed networks; backends resolved when requests arrive, so a new
+    release takes over without a restart or reload of the proxy."""
     return render(
         "nginx.conf.j2",
         s=settings,

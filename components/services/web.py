@@ -30,7 +30,8 @@ class WebArgs:
 
 class Web(ServiceComponent):
     """Creates the web front-end container; it holds no secrets and talks to the API through
-    its public URL, so it joins only the app network."""
+    its public URL, so it joins only the app network. A new release is healthy before the old
+    one stops."""
 
     def __init__(self, name: str, args: WebArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagecraft:web:Web", name, args.naming, opts)
@@ -49,6 +50,7 @@ class Web(ServiceComponent):
             tmp_mb=64,
             health_test=http_check(args.settings.port, args.settings.health_path, args.settings.health_command),
             ports=args.ports,
+            rolling=True,
             depends_on=args.depends_on,
         )
         self.register_outputs({"host": self.endpoint.host})

@@ -179,9 +179,7 @@ def marker_delete_sql(token: str) -> list[str]:
 # Redis -------------------------------------------------------------------------------------
 
 
-def redis_cli(
-    host: str, port: int, user: str | None, password_file: str | None, command: Sequence[str]
-) -> list[str]:
+def redis_cli(host: str, port: int, user: str | None, password_file: str | None, command: Sequence[str]) -> list[str]:
     """``redis-cli`` as ACL ``user`` with the password from ``password_file`` (REDISCLI_AUTH), or
     deliberately unauthenticated."""
     base = ["redis-cli", "-h", host, "-p", str(port)]

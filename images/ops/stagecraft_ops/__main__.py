@@ -11,6 +11,7 @@ import argparse
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from stagecraft_ops import __version__
 from stagecraft_ops.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, OperationError, UsageError, log
@@ -184,6 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
         "healthy",
         "the heartbeat file is missing or older than 120 s",
     )
+    sub = add(
+        "fetch",
+        _fetch,
+        "download one object (a seed dump) from a bucket of the stack",
+        "Download --object from --bucket (default: the settings' bucket) to --to, with the settings' "
+        "credentials; the object's checksum is verified by the download.",
+        "downloaded",
+        "the object is missing or the download failed",
+    )
+    sub.add_argument("--bucket", help="the bucket (default: the settings' bucket)")
+    sub.add_argument("--object", required=True, help="the object name, e.g. seed/anonymized.dump")
+    sub.add_argument("--to", required=True, type=Path, help="where to write it")
+
     # Staging seed data has its own commands and options: `seed --help` lists them.
     commands.add_parser(
         "seed",
@@ -191,6 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return parser
+
+
+def _fetch(args: argparse.Namespace, settings: Settings) -> int:
+    from stagecraft_ops.storage import Bucket  # the health check must not pay for the cloud client
+
+    bucket = Bucket(settings, args.bucket)
+    args.to.parent.mkdir(parents=True, exist_ok=True)
+    bucket.download(args.object, args.to)
+    log("fetch", f"{bucket.url(args.object)} -> {args.to} ({args.to.stat().st_size} bytes)")
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

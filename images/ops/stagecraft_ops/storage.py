@@ -28,11 +28,11 @@ TIMEOUT_S = 300
 
 
 class Bucket:
-    """The one bucket a stack's backups live in."""
+    """The one bucket a stack's backups live in (or, for a seed job, its uploads bucket)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, name: str | None = None) -> None:
         """Loads the credentials now (no request yet), so a bad key file shows before any work."""
-        self.name = settings.bucket
+        self.name = name or settings.bucket
         self._bucket: storage.Bucket = _client(settings).bucket(self.name)
 
     def _handle(self) -> storage.Bucket:
