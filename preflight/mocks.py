@@ -58,9 +58,15 @@ class PlanMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         if args.token == "gcp:secretmanager/getSecretVersion:getSecretVersion":
-            # A secret the operator uploaded: a certificate or a key, depending on its name.
-            kind = "PRIVATE KEY" if "key" in str(args.args.get("secret", "")) else "CERTIFICATE"
-            value = _pem(kind, digest(self.stack, str(args.args.get("secret"))))
+            # A secret the operator uploaded: a URL, a key, a certificate or a password, by its name.
+            secret = str(args.args.get("secret", ""))
+            seed = digest(self.stack, secret)
+            if "url" in secret:
+                value = f"https://hooks.example.com/services/{seed[:24]}"
+            elif "password" in secret:
+                value = fake_password(seed, {"length": 32})
+            else:
+                value = _pem("PRIVATE KEY" if "key" in secret else "CERTIFICATE", seed)
             self.secret_values.add(value)
             return {"secretData": value, "name": f"{args.args.get('secret')}/versions/1"}, []
         return {}, []

@@ -41,6 +41,7 @@ SUBNETS = Network(
     temporal="10.9.5.0/24",
     monitoring="10.9.3.0/24",
     egress="10.9.6.0/24",
+    alerting="10.9.7.0/24",
 )
 
 

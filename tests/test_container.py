@@ -25,6 +25,7 @@ SUBNETS = Network(
     temporal="10.9.5.0/24",
     monitoring="10.9.3.0/24",
     egress="10.9.6.0/24",
+    alerting="10.9.7.0/24",
 )
 
 
@@ -117,6 +118,7 @@ def test_networks_are_segmented(run_mocked: Callable[..., Plan]) -> None:
         "temporal": True,
         "monitoring": True,
         "egress": False,
+        "alerting": False,
     }
     assert networks["data"]["ipamConfigs"] == [{"subnet": "10.9.2.0/24", "gateway": "10.9.2.1"}]
     assert networks["data"]["name"] == "acme-staging-data"

@@ -45,6 +45,7 @@ SUBNETS = Network(
     temporal="10.9.5.0/24",
     monitoring="10.9.3.0/24",
     egress="10.9.6.0/24",
+    alerting="10.9.7.0/24",
 )
 
 
@@ -68,6 +69,8 @@ SERVICES = Services.model_validate(
         "postgres_exporter": _service("quay.io/prometheuscommunity/postgres-exporter:v0.17.1"),
         "redis_exporter": _service("oliver006/redis_exporter:v1.67.0-alpine"),
         "node_exporter": _service("prom/node-exporter:v1.9.0"),
+        "nginx_exporter": _service("nginx/nginx-prometheus-exporter:1.4.1"),
+        "alertmanager": _service("prom/alertmanager:v0.28.1"),
     }
 )
 NGINX_EXPORTER = Service.model_validate(_service("nginx/nginx-prometheus-exporter:1.4.1"))

@@ -116,6 +116,13 @@ class Secrets(pulumi.ComponentResource):
         return pulumi.Output.secret(password.result)
 
 
+def read_secret(secret_id: str, project: str, version: str = "latest") -> pulumi.Output[str]:
+    """A secret the operator keeps in Secret Manager (a certificate, an SMTP password), read at
+    deploy time from the stack's own project and kept secret in Pulumi's state."""
+    data = gcp.secretmanager.get_secret_version_output(secret=secret_id, project=project, version=version)
+    return pulumi.Output.secret(data.secret_data)
+
+
 def _ttl(days: int | None) -> str | None:
     return None if days is None else f"{days * 86400}s"
 

@@ -9,20 +9,31 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_docker as docker
 
+from components.cloud.secrets import read_secret
 from components.composition.urls import https_url
 from components.config import StackConfig
+from components.containers.endpoints import Endpoint
 from components.containers.network import Networks, NetworksArgs, host_address
 from components.naming import Naming
 from components.resources import child
 from components.services import grafana
+from components.services.alertmanager import Alertmanager, AlertmanagerArgs, EmailSettings
 from components.services.api import Api, ApiArgs, Dependencies
 from components.services.chroma import Chroma, ChromaArgs
 from components.services.exporters import Exporters, ExportersArgs
 from components.services.grafana import Grafana, GrafanaArgs
 from components.services.ops import DataStores, Operations, OperationsArgs, SeedJob, SeedJobArgs
 from components.services.postgres import Postgres, PostgresArgs
-from components.services.prometheus import ProcessLimit, Prometheus, PrometheusArgs
-from components.services.proxy import ProxyArgs, ReverseProxy, Upstreams
+from components.services.prometheus import (
+    DAY_S,
+    WEEK_S,
+    OpsAges,
+    ProcessLimit,
+    Prometheus,
+    PrometheusArgs,
+    allowed_age_s,
+)
+from components.services.proxy import STATUS_PORT, ProxyArgs, ReverseProxy, Upstreams
 from components.services.redis import USER_SECRETS as REDIS_USER_SECRETS
 from components.services.redis import Redis, RedisArgs
 from components.services.temporal import SERVER_HOST_INDEX, UI_PORT, Temporal, TemporalArgs
@@ -219,6 +230,31 @@ class ApplicationLayer(pulumi.ComponentResource):
             ),
             opts=was("web"),
         )
+        alerting = sc.alerting
+        self.alertmanager = Alertmanager(
+            f"{name}-alertmanager",
+            AlertmanagerArgs(
+                naming=naming,
+                settings=services.alertmanager,
+                monitoring_network=nets["monitoring"],
+                egress_network=nets["alerting"],
+                email=EmailSettings(
+                    smarthost=alerting.email.smarthost,
+                    sender=alerting.email.sender,
+                    to=alerting.email.to,
+                    username=alerting.email.username,
+                )
+                if alerting.email
+                else None,
+                smtp_password=read_secret(alerting.email.password_secret, config.gcp.project)
+                if alerting.email
+                else None,
+                webhook_url=read_secret(alerting.webhook.url_secret, config.gcp.project) if alerting.webhook else None,
+                webhook_channel=alerting.webhook.channel if alerting.webhook else None,
+                protect=protect,
+            ),
+            opts=child(self),
+        )
         self.exporters = Exporters(
             f"{name}-exporters",
             ExportersArgs(
@@ -232,6 +268,10 @@ class ApplicationLayer(pulumi.ComponentResource):
                 redis=self.redis.endpoint,
                 redis_user="exporter",
                 redis_password=secrets["redis-exporter-password"],
+                proxy_status=Endpoint(naming.container("proxy"), STATUS_PORT),
+                nginx_exporter=services.nginx_exporter,
+                app_network=nets["app"],
+                textfile_volume=self.ops.metrics_volume,
                 after=[self.postgres.init_job],
                 depends_on=[self.redis.server.container],
                 was_parent=previous_monitoring,
@@ -249,8 +289,16 @@ class ApplicationLayer(pulumi.ComponentResource):
                     *self.api.scrape_targets,
                     *self.temporal.scrape_targets,
                     *self.exporters.scrape_targets,
+                    *self.alertmanager.scrape_targets,
                     grafana.scrape_target(naming),
                 ],
+                alertmanager=self.alertmanager.endpoint,
+                ops_ages=OpsAges(
+                    backup_s=allowed_age_s(DAY_S, sc.backup.grace_minutes),
+                    drill_s=allowed_age_s(
+                        DAY_S if sc.backup.drill_schedule.startswith("daily") else WEEK_S, sc.backup.grace_minutes
+                    ),
+                ),
                 process_limits=[
                     ProcessLimit(job, settings.cpus, settings.memory_mb)
                     for job, settings in (

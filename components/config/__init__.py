@@ -40,7 +40,7 @@ from components.config.loading import (
     load_from_file,
     read_stack_file,
 )
-from components.config.operations import AlertThresholds, Backup, Monitoring, OpsService, Seed
+from components.config.operations import Alerting, AlertThresholds, Backup, Monitoring, OpsService, Seed
 from components.config.services import (
     ApiService,
     AppService,
@@ -61,6 +61,7 @@ __all__ = [
     "WORKLOADS",
     "AcmeTls",
     "AlertThresholds",
+    "Alerting",
     "ApiService",
     "AppService",
     "AppSettings",

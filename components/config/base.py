@@ -92,6 +92,8 @@ HOURS_MINUTES = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 KMS_KEY = r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$"
 GCP_PROJECT = r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$"
 GCP_LOCATION = r"^[a-z]+-[a-z]+[0-9]+$"
+# A Secret Manager secret ID.
+RESOURCE_ID = r"^[A-Za-z0-9_-]{1,255}$"
 
 DnsName = Annotated[str, Field(pattern=DNS_NAME, max_length=253)]
 Port = Annotated[int, Field(ge=1, le=65535)]

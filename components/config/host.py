@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from components.config.base import ConfigSecret, Model, Port, Problem
+from components.config.base import RESOURCE_ID, ConfigSecret, Model, Port, Problem
 from components.config.services import Service
 
 PrivateSubnet = Annotated[str, Field(pattern=r"^(10|172|192)\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}/(1[6-9]|2[0-8])$")]
@@ -48,7 +48,8 @@ class Network(Model):
 
     edge: the proxy's published side. app: the proxy and what it serves. data: the databases.
     chroma, temporal: each unauthenticated service with its own clients only. monitoring:
-    Prometheus and what it scrapes. egress: jobs that reach Google Cloud and nothing else."""
+    Prometheus and what it scrapes. egress: jobs that reach Google Cloud and nothing else.
+    alerting: Alertmanager alone, to reach the SMTP relay and the webhook."""
 
     edge: PrivateSubnet
     app: PrivateSubnet
@@ -57,6 +58,7 @@ class Network(Model):
     temporal: PrivateSubnet
     monitoring: PrivateSubnet
     egress: PrivateSubnet
+    alerting: PrivateSubnet
 
     def problems(self) -> Iterator[Problem]:
         subnets: dict[str, ipaddress.IPv4Network] = {}
@@ -73,10 +75,6 @@ class Network(Model):
             for second in names[i + 1 :]:
                 if subnets[first].overlaps(subnets[second]):
                     yield (second, f"overlaps stagecraft:network.{first}")
-
-
-# A Secret Manager secret ID.
-RESOURCE_ID = r"^[A-Za-z0-9_-]{1,255}$"
 
 
 class SelfSignedTls(Model):

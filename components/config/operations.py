@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from components.config.base import HOURS_MINUTES, Model, Problem
+from components.config.base import HOURS_MINUTES, RESOURCE_ID, Model, Problem
 from components.config.services import Healthcheck
 
 WEEKLY_SLOT = r"^(daily|mon|tue|wed|thu|fri|sat|sun) ([01][0-9]|2[0-3]):[0-5][0-9]$"
@@ -73,3 +73,37 @@ class Monitoring(Model):
     retention_days: Annotated[int, Field(ge=1, le=3650)] = 15
     scrape_interval_s: Annotated[int, Field(ge=5, le=300)] = 15
     alerts: AlertThresholds = AlertThresholds()
+
+
+EMAIL = r"^[^@\s]+@[^@\s]+\.[a-z]{2,63}$"
+
+
+class AlertEmail(Model):
+    """Alerts by email through an SMTP relay (TLS required); the password is read at deploy time
+    from a Secret Manager secret of the stack's own project."""
+
+    smarthost: Annotated[str, Field(pattern=r"^[a-z0-9.-]+:[0-9]{1,5}$")]
+    sender: Annotated[str, Field(pattern=EMAIL)]
+    to: Annotated[list[Annotated[str, Field(pattern=EMAIL)]], Field(min_length=1)]
+    username: Annotated[str, Field(min_length=1, max_length=254)]
+    password_secret: Annotated[str, Field(pattern=RESOURCE_ID)]
+
+
+class AlertWebhook(Model):
+    """Alerts to a Slack-compatible webhook; its URL is a secret read at deploy time from Secret
+    Manager in the stack's own project."""
+
+    url_secret: Annotated[str, Field(pattern=RESOURCE_ID)]
+    channel: Annotated[str, Field(pattern=r"^[#@]?[A-Za-z0-9_.-]{1,80}$")] | None = None
+
+
+class Alerting(Model):
+    """Where firing alerts go: email, a webhook, or both (critical alerts to both, warnings by
+    email or else the webhook)."""
+
+    email: AlertEmail | None = None
+    webhook: AlertWebhook | None = None
+
+    def problems(self) -> Iterator[Problem]:
+        if self.email is None and self.webhook is None:
+            yield ("", "needs at least one channel: email or webhook")

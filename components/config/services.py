@@ -113,3 +113,5 @@ class Services(Model):
     postgres_exporter: Service
     redis_exporter: Service
     node_exporter: Service
+    nginx_exporter: Service
+    alertmanager: Service

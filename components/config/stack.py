@@ -15,7 +15,7 @@ from components.config.app import AppSettings, Domains
 from components.config.base import Model, Problem
 from components.config.cloud import ENVIRONMENT_WORDS, Gcp, Identity, SecretSettings, Storage, names_environment
 from components.config.host import DebugPorts, Docker, Network, Proxy, SecretManagerTls
-from components.config.operations import Backup, Monitoring, OpsService, Seed
+from components.config.operations import Alerting, Backup, Monitoring, OpsService, Seed
 from components.config.services import Services
 
 ENVIRONMENTS = ENVIRONMENT_WORDS
@@ -44,6 +44,7 @@ class Stagecraft(Model):
     monitoring: Monitoring = Monitoring()
     ops: OpsService = OpsService()
     seed: Seed | None = None
+    alerting: Alerting
 
     def problems(self) -> Iterator[Problem]:
         ports = {"proxy.http_port": self.proxy.http_port, "proxy.https_port": self.proxy.https_port}
@@ -84,15 +85,21 @@ def own_project_rules(config: StackConfig) -> Iterator[Problem]:
     for other in ENVIRONMENTS:
         if other != environment and names_environment(project, other):
             yield ("gcp.project", f"names the {other} environment; each environment has its own project")
-    tls = config.stagecraft.proxy.tls
-    if isinstance(tls, SecretManagerTls):
+    sc = config.stagecraft
+    secrets: list[tuple[str, str]] = []
+    if isinstance(sc.proxy.tls, SecretManagerTls):
         for key in ("certificate_secret", "private_key_secret"):
-            secret_id = getattr(tls, key)
-            if not secret_id.startswith(f"{environment}-"):
-                yield (
-                    f"stagecraft.proxy.tls.{key}",
-                    f"must name one of this environment's secrets, `{environment}-...` (got {secret_id!r})",
-                )
+            secrets.append((f"proxy.tls.{key}", getattr(sc.proxy.tls, key)))
+    if sc.alerting.email is not None:
+        secrets.append(("alerting.email.password_secret", sc.alerting.email.password_secret))
+    if sc.alerting.webhook is not None:
+        secrets.append(("alerting.webhook.url_secret", sc.alerting.webhook.url_secret))
+    for key, secret_id in secrets:
+        if not secret_id.startswith(f"{environment}-"):
+            yield (
+                f"stagecraft.{key}",
+                f"must name one of this environment's secrets, `{environment}-...` (got {secret_id!r})",
+            )
     for key_path, key in (
         ("stagecraft.storage.kms_key", config.stagecraft.storage.kms_key),
         ("stagecraft.secrets.kms_key", config.stagecraft.secrets.kms_key),

@@ -24,6 +24,7 @@ INTERNAL = {
     "temporal": True,
     "monitoring": True,
     "egress": False,
+    "alerting": False,
 }
 
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
-import pulumi_gcp as gcp
 import pulumi_tls as tls
 
+from components.cloud.secrets import read_secret
 from components.config import AcmeTls, Domains, ProvidedTls, Proxy, SecretManagerTls, SelfSignedTls, Service
 from components.containers.container import (
     Attachment,
@@ -269,13 +269,9 @@ class ReverseProxy(ServiceComponent):
         if isinstance(mode, ProvidedTls):
             return mode.certificate.output(), mode.private_key.output()
         if isinstance(mode, SecretManagerTls):
-            return tuple(  # type: ignore[return-value]
-                pulumi.Output.secret(
-                    gcp.secretmanager.get_secret_version_output(
-                        secret=secret_id, project=args.gcp_project, version=mode.version
-                    ).secret_data
-                )
-                for secret_id in (mode.certificate_secret, mode.private_key_secret)
+            return (
+                read_secret(mode.certificate_secret, args.gcp_project, mode.version),
+                read_secret(mode.private_key_secret, args.gcp_project, mode.version),
             )
         return self._self_signed(name, args, mode.validity_days if isinstance(mode, SelfSignedTls) else 90)
 
