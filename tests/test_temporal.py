@@ -119,3 +119,24 @@ def test_the_frontend_answers_only_its_clients(plans: dict[str, Plan]) -> None:
     assert on_temporal == {"temporal", "temporal-ui", "temporal-namespace", "api"}
     assert networks("temporal-ui") == {"acme-prod-temporal"}
     assert not networks("temporal-ui") & networks("proxy")
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_every_client_dials_the_address_the_frontend_binds(stack: str, plans: dict[str, Plan]) -> None:
+    """The frontend listens only on its Temporal-network address. The API shares the data and
+    monitoring networks with the server too, where Docker's DNS could answer the server's name
+    with an address nothing listens on, so every client is given the bound address itself."""
+    plan = plans[stack]
+    containers = service_containers(plan)
+    server = containers["temporal"]
+    bound = next(n["ipv4Address"] for n in server.inputs["networksAdvanced"] if n["name"].endswith("-temporal"))
+    frontend = f"{bound}:7233"
+    api_env = dict(pair.split("=", 1) for pair in containers["api"].inputs["envs"])
+    assert api_env["TEMPORAL_ADDRESS"] == frontend
+    ui_config = next(u for u in containers["temporal-ui-files"].inputs["uploads"] if u["file"].endswith("docker.yaml"))
+    assert yaml.safe_load(ui_config["content"])["temporalGrpcAddress"] == frontend
+    namespace = next(
+        u for u in containers["temporal-namespace-files"].inputs["uploads"] if u["file"].endswith("namespace.sh")
+    )
+    assert frontend in namespace["content"]
+    assert plan.outputs["verify"]["temporal_address"] == frontend

@@ -14,6 +14,7 @@ from components.composition.urls import https_url
 from components.config import StackConfig
 from components.containers.endpoints import Endpoint
 from components.containers.network import Networks, NetworksArgs, host_address
+from components.containers.service import ServiceComponent
 from components.naming import Naming
 from components.resources import child
 from components.services import grafana
@@ -350,4 +351,19 @@ class ApplicationLayer(pulumi.ComponentResource):
             ),
             opts=was("proxy"),
         )
+        self.service_components: list[ServiceComponent] = [
+            self.postgres,
+            self.redis,
+            self.chroma,
+            self.temporal,
+            self.ops,
+            self.api,
+            *([self.seed] if sc.seed is not None else []),
+            self.web,
+            self.alertmanager,
+            self.exporters,
+            self.prometheus,
+            self.grafana,
+            self.proxy,
+        ]
         self.register_outputs({"networks": self.networks.names})

@@ -10,6 +10,7 @@ import pulumi
 from components.cloud.storage import OBJECT_PREFIXES
 from components.composition.application import ApplicationLayer, ApplicationLayerArgs
 from components.composition.grants import stack_grants
+from components.composition.outputs import verify_output
 from components.composition.security import SecurityLayer, SecurityLayerArgs
 from components.composition.urls import https_url
 from components.config import StackConfig
@@ -86,6 +87,13 @@ class Platform(pulumi.ComponentResource):
             },
             "urls": {name: https_url(domain, sc.proxy.https_port) for name, domain in sc.domains.model_dump().items()},
         }
+        self.outputs["verify"] = verify_output(
+            config,
+            naming,
+            app.service_components,
+            networks=[naming.network(purpose) for purpose in app.networks.networks],
+            temporal_address=app.temporal.endpoint.address,
+        )
         if app.proxy.ca_certificate is not None:
             # Public: lets live checks and browsers trust staging's self-signed certificate.
             self.outputs["tls_ca_certificate"] = app.proxy.ca_certificate

@@ -180,6 +180,11 @@ class HardenedContainer(pulumi.ComponentResource):
         super().__init__("stagecraft:container:HardenedContainer", name, None, opts)
         naming = args.naming
         self.service = args.service
+        self.one_shot = args.one_shot
+        # The name other containers reach it by (a rolling container's network alias).
+        self.stable_name = naming.container(args.service)
+        # Every volume this container created (its files volume), by name.
+        self.volume_names: list[str] = []
         labels = naming.labels(service=args.service)
         envs = checked_env(args.env)
         self.user = args.user or image_user(args.settings.image).user
@@ -233,7 +238,7 @@ class HardenedContainer(pulumi.ComponentResource):
                 start_interval=_duration(check.start_interval_s) if check.start_interval_s else None,
             )
         tmpfs = {"/tmp": tmpfs_options(args.tmp_mb), **args.tmpfs}
-        stable_name = naming.container(args.service)
+        stable_name = self.stable_name
         networks = [
             docker.ContainerNetworksAdvancedArgs(
                 name=attachment.network.name,
@@ -356,4 +361,5 @@ class HardenedContainer(pulumi.ComponentResource):
             labels=container_labels({**labels, "role": "files-carrier"}),
             opts=child(self, was=f"{args.service}-files", replace_on_changes=["uploads"], delete_before_replace=True),
         )
+        self.volume_names.append(args.naming.volume(args.service, "files"))
         return volume, carrier

@@ -33,6 +33,9 @@ class ServiceComponent(pulumi.ComponentResource):
         self.naming = naming
         self._prefix = name
         self._was_parent = was_parent
+        # What this component runs and keeps, for the stack's outputs.
+        self.containers: list[HardenedContainer] = []
+        self.volume_names: list[str] = []
 
     def container(
         self,
@@ -44,11 +47,14 @@ class ServiceComponent(pulumi.ComponentResource):
     ) -> HardenedContainer:
         """A hardened container named ``<naming prefix>-<service>``; ``options`` are the other
         fields of ``ContainerArgs``."""
-        return HardenedContainer(
+        container = HardenedContainer(
             f"{self._prefix}-{suffix}",
             ContainerArgs(naming=self.naming, service=service, settings=settings, networks=networks, **options),
             opts=child(self, was=service, was_parent=self._was_parent),
         )
+        self.containers.append(container)
+        self.volume_names.extend(container.volume_names)
+        return container
 
     def volume_owner(
         self, service: str, settings: Service, owner: str, volumes: Mapping[str, docker.Volume]
@@ -75,9 +81,11 @@ class ServiceComponent(pulumi.ComponentResource):
     def volume(self, suffix: str, service: str, purpose: str, protect: bool) -> docker.Volume:
         """A named volume of the service (``<prefix>-<service>-<purpose>``) that holds state;
         prod protects and retains it."""
+        name = self.naming.volume(service, purpose)
+        self.volume_names.append(name)
         return docker.Volume(
             f"{self._prefix}-{suffix}",
-            name=self.naming.volume(service, purpose),
+            name=name,
             labels=volume_labels(self.naming.labels(service=service)),
             opts=child(
                 self,

@@ -174,7 +174,6 @@ class Exporters(ServiceComponent):
             read_only_volumes=frozenset({TEXTFILE_DIR}),
             health_test=wget_check(NODE_EXPORTER_PORT, "/metrics"),
         )
-        self.containers = [self.postgres.container, self.redis.container, self.node.container]
         self.nginx: HardenedContainer | None = None
         if args.proxy_status is not None and args.nginx_exporter is not None and args.app_network is not None:
             self.nginx = self.container(
@@ -191,6 +190,5 @@ class Exporters(ServiceComponent):
                 # No dependency on the proxy: it starts after Prometheus (which waits for the
                 # exporters), and until it answers the exporter reports nginx_up 0.
             )
-            self.containers.append(self.nginx.container)
         self.scrape_targets = scrape_targets(naming, nginx=self.nginx is not None)
         self.register_outputs({})

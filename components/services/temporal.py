@@ -223,8 +223,12 @@ class Temporal(ServiceComponent):
     def __init__(self, name: str, args: TemporalArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("stagecraft:temporal:Temporal", name, args.naming, opts)
         naming = args.naming
-        self.endpoint = Endpoint(naming.container("temporal"), FRONTEND_PORT)
-        self.scrape_targets = [ScrapeTarget("temporal", Endpoint(self.endpoint.host, METRICS_PORT).address)]
+        # The frontend listens only on its address on the Temporal network. Clients that share
+        # other networks with the server would get whichever of its addresses Docker's DNS
+        # answers first for its name, so they are given the address itself.
+        self.endpoint = Endpoint(args.server_address, FRONTEND_PORT)
+        # Metrics listen on every interface; Prometheus reaches them on the monitoring network.
+        self.scrape_targets = [ScrapeTarget("temporal", Endpoint(naming.container("temporal"), METRICS_PORT).address)]
         self.schema_job = self.container(
             "schema",
             "temporal-schema",

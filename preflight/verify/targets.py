@@ -103,7 +103,7 @@ class HealthPaths(_Model):
 
 class RateLimit(_Model):
     per_minute: Annotated[int, Field(ge=1, le=100_000)]
-    burst: Annotated[int, Field(ge=0, le=1_000)]
+    burst: Annotated[int, Field(ge=0, le=10_000)]
 
 
 class LogOptions(_Model):
