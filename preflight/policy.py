@@ -6,9 +6,11 @@ the port it prints, and drive its Analyzer gRPC service in the CLI's order:
    pack's) and the top-level `default` of each of its config schema's properties, overlaid by a
    `--policy-pack-config`-style document if one is given (the CLI's merge rules: per-policy
    properties replace defaults key by key; a level, or `all`, changes enforcement only);
-3. Analyze for every resource in registration order, on its inputs: the root stack, each default
-   provider before the first resource it serves, components and custom resources, each custom
-   resource with its provider;
+3. Analyze for every resource in registration order, on its inputs as the provider's Check
+   returns them (for Docker containers and networks, with the Terraform schema defaults the
+   provider fills in, e.g. `networkMode: bridge`): the root stack, each default provider before
+   the first resource it serves, components and custom resources, each custom resource with its
+   provider;
 4. AnalyzeStack once, on every resource's outputs (the same mock provider results the plan ran
    on), with parents and dependencies.
 
@@ -54,6 +56,38 @@ SECRET_OUTPUTS = {
 }
 
 
+# Defaults the Docker provider's Check fills into a resource's inputs (the Terraform schema
+# defaults of terraform-provider-docker 4.x that the bridge applies), top level and per item of a
+# nested block; the pack sees them exactly like values the program set.
+CHECK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "docker:index/container:Container": {
+        "attach": False,
+        "containerReadRefreshTimeoutMilliseconds": 15000,
+        "logs": False,
+        "memoryReservation": 0,
+        "mustRun": True,
+        "networkMode": "bridge",
+        "readOnly": False,
+        "removeVolumes": True,
+        "restart": "no",
+        "rm": False,
+        "start": True,
+        "stdinOpen": False,
+        "tty": False,
+        "wait": False,
+        "waitTimeout": 60,
+    },
+    "docker:index/network:Network": {"ipamDriver": "default"},
+}
+NESTED_CHECK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "docker:index/container:Container": {
+        "ports": {"ip": "0.0.0.0", "protocol": "tcp"},
+        "uploads": {"executable": False},
+        "healthcheck": {"interval": "0s", "timeout": "0s", "startPeriod": "0s", "startInterval": "0s", "retries": 0},
+    },
+}
+
+
 class PolicyPackError(Exception):
     """The policy pack did not start or answer, or refused its configuration."""
 
@@ -62,6 +96,22 @@ def _struct(properties: Mapping[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     json_format.ParseDict(dict(properties), struct)
     return struct
+
+
+def checked_inputs(resource_type: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``inputs`` as the provider's Check returns them: unset values given their defaults."""
+    checked = copy.deepcopy(dict(inputs))
+    for key, value in CHECK_DEFAULTS.get(resource_type, {}).items():
+        if checked.get(key) is None:
+            checked[key] = value
+    for key, defaults in NESTED_CHECK_DEFAULTS.get(resource_type, {}).items():
+        block = checked.get(key)
+        for item in block if isinstance(block, list) else [block]:
+            if isinstance(item, dict) and SIG_KEY not in item:
+                for name, value in defaults.items():
+                    if item.get(name) is None:
+                        item[name] = value
+    return checked
 
 
 def _options(resource: PlannedResource) -> analyzer_pb2.AnalyzerResourceOptions:
@@ -78,11 +128,13 @@ class Provider:
     inputs: dict[str, Any] = field(default_factory=dict)
 
     def message(self) -> analyzer_pb2.AnalyzerProviderResource:
+        """The provider as Analyze and AnalyzeStack carry it beside each resource it serves."""
         return analyzer_pb2.AnalyzerProviderResource(
             type=self.type, properties=_struct(self.inputs), urn=self.urn, name=self.name
         )
 
     def resource(self) -> PlannedResource:
+        """The provider as a resource of the stack (the engine analyzes providers too)."""
         return PlannedResource(
             urn=self.urn,
             type=self.type,
@@ -98,6 +150,7 @@ class Provider:
 
 
 def package_of(resource_type: str) -> str:
+    """`gcp:storage/bucket:Bucket` -> `gcp`: the package whose provider serves the type."""
     return resource_type.split(":", 1)[0]
 
 
@@ -167,7 +220,8 @@ def resource_outputs(plan: Plan) -> dict[str, dict[str, Any]]:
         if not resource.custom:
             outputs[resource.urn] = {}
             continue
-        args = MockResourceArgs(resource.type, resource.name, copy.deepcopy(resource.raw_inputs), custom=True)
+        inputs = checked_inputs(resource.type, resource.raw_inputs)
+        args = MockResourceArgs(resource.type, resource.name, inputs, custom=True)
         _, state = mocks.new_resource(args)
         for key in SECRET_OUTPUTS.get(resource.type, ()):
             if key in state:
@@ -226,9 +280,11 @@ class Analyzer:
         self.overrides = overrides
 
     def info(self) -> analyzer_pb2.AnalyzerInfo:
+        """The pack's name, policies, their levels and config schemas."""
         return self.stub.GetAnalyzerInfo(empty_pb2.Empty(), timeout=30)
 
     def configure_stack(self, stack: str) -> None:
+        """What the CLI tells a pack about the stack before anything else."""
         request = analyzer_pb2.AnalyzerStackConfigureRequest(
             stack=stack, project=PROJECT_NAME, organization="organization", dry_run=False
         )
@@ -254,9 +310,10 @@ class Analyzer:
             self.configure(info)
 
     def analyze(self, resource: PlannedResource, provider: Provider | None = None) -> analyzer_pb2.AnalyzeResponse:
+        """Analyze one resource on its inputs, with the provider that serves it."""
         request = analyzer_pb2.AnalyzeRequest(
             type=resource.type,
-            properties=_struct(resource.raw_inputs),
+            properties=_struct(checked_inputs(resource.type, resource.raw_inputs)),
             urn=resource.urn,
             name=resource.name,
             options=_options(resource),
@@ -270,13 +327,13 @@ class Analyzer:
         outputs: Mapping[str, Mapping[str, Any]] | None = None,
         providers: Mapping[str, Provider] | None = None,
     ) -> analyzer_pb2.AnalyzeResponse:
-        """AnalyzeStack on ``outputs`` (by URN; a resource's inputs where none are given)."""
+        """AnalyzeStack on ``outputs`` (by URN; a resource's checked inputs where none are given)."""
         outputs, providers = outputs or {}, providers or {}
         request = analyzer_pb2.AnalyzeStackRequest(
             resources=[
                 analyzer_pb2.AnalyzerResource(
                     type=r.type,
-                    properties=_struct(outputs.get(r.urn, r.raw_inputs)),
+                    properties=_struct(outputs[r.urn] if r.urn in outputs else checked_inputs(r.type, r.raw_inputs)),
                     urn=r.urn,
                     name=r.name,
                     options=_options(r),
@@ -342,6 +399,7 @@ class PackProcess:
 
     @property
     def port(self) -> int:
+        """The port the pack printed; PolicyPackError (with its stderr) if it printed none."""
         if self._port is None:
             assert self.process.stdout is not None
             line = self.process.stdout.readline().decode().strip()
@@ -353,6 +411,7 @@ class PackProcess:
         return self._port
 
     def stop(self) -> None:
+        """Terminate the pack (kill it if it does not stop) and close its pipes."""
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
@@ -366,6 +425,7 @@ class PackProcess:
 
 @contextmanager
 def connect(port: int, configure: bool = True, overrides: Mapping[str, Any] | None = None) -> Iterator[Analyzer]:
+    """A client of the pack listening on 127.0.0.1:``port``; the channel closes afterwards."""
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
         grpc.channel_ready_future(channel).result(timeout=30)

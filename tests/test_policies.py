@@ -452,6 +452,7 @@ RESOURCE_CASES: list[Case] = [
     bad("service-account-key-own", KEY_T, key(serviceAccountId="projects/-/serviceAccounts/123"), "dash-numeric"),
     bad("service-account-key-own", KEY_T, key(serviceAccountId="112233445566778899"), "unique-id"),
     bad("service-account-key-own", KEY_T, key(serviceAccountId=email("prod")), "prod-account"),
+    bad("service-account-key-own", KEY_T, key(publicKeyData="LS0tLS1CRUdJTi=="), "uploaded-public-key"),
     ok("service-account-key-own", KEY_T, key()),
     ok("service-account-key-own", KEY_T, key(serviceAccountId=email("staging")), "by-email"),
     # iam-members-only
@@ -648,7 +649,16 @@ RESOURCE_CASES: list[Case] = [
     bad("container-host-isolation", CONTAINER_T, service(cgroupParent="/"), "cgroup-parent"),
     bad("container-host-isolation", CONTAINER_T, service(sysctls={"kernel.shm_rmid_forced": "1"}), "sysctls"),
     bad("container-host-isolation", CONTAINER_T, service(someFutureInput=True), "unknown-input"),
+    bad("container-host-isolation", CONTAINER_T, service(name="acme-prod-postgres"), "prod-name"),
+    bad(
+        "container-host-isolation",
+        CONTAINER_T,
+        changed(service(), drop=("networksAdvanced",), networkMode="bridge"),
+        "on-docker0",
+    ),
     ok("container-host-isolation", CONTAINER_T, service()),
+    # The provider's default network mode, left as soon as the container joins its networks.
+    ok("container-host-isolation", CONTAINER_T, service(networkMode="bridge"), "provider-default-mode"),
     ok("container-host-isolation", CONTAINER_T, volume_owner(), "no-network-job"),
     # container-mounts
     bad(
@@ -775,6 +785,7 @@ RESOURCE_CASES: list[Case] = [
     bad("container-limits", CONTAINER_T, service(healthcheck={"tests": ["NONE"]}), "healthcheck-none"),
     bad("container-limits", CONTAINER_T, changed(service(), drop=("memory",)), "no-memory"),
     bad("container-limits", CONTAINER_T, changed(service(), drop=("cpus",)), "no-cpus"),
+    bad("container-limits", CONTAINER_T, service(memorySwap=-1), "unlimited-swap"),
     bad(
         "container-limits",
         CONTAINER_T,
@@ -866,7 +877,9 @@ RESOURCE_CASES: list[Case] = [
     # network-shape
     bad("network-shape", NETWORK_T, network(driver="macvlan", options={"parent": "eth0"}), "macvlan"),
     bad("network-shape", NETWORK_T, network(name="acme-prod-app"), "prod-name"),
+    bad("network-shape", NETWORK_T, network(ipamDriver="weave"), "ipam-driver"),
     ok("network-shape", NETWORK_T, network()),
+    ok("network-shape", NETWORK_T, network(ipamDriver="default"), "provider-default-ipam"),
     # volume-shape
     bad(
         "volume-shape",
@@ -921,6 +934,9 @@ RESOURCE_CASES: list[Case] = [
     bad("pids-limit-commands", COMMAND_T, pids_command(environment={"LD_PRELOAD": "/tmp/x.so"}), "env"),
     bad("pids-limit-commands", COMMAND_T, pids_command(create=f"docker update --pids-limit 1 {'c' * 64}"), "limit-1"),
     ok("pids-limit-commands", COMMAND_T, pids_command()),
+    ok(
+        "pids-limit-commands", COMMAND_T, pids_command(logging="stdoutAndStderr", addPreviousOutputInEnv=True), "extras"
+    ),
 ]
 
 
@@ -1470,6 +1486,14 @@ def test_preflight_configures_before_analyzing_and_sends_what_the_cli_sends(
     for request in analyzed:
         if request.type.split(":")[0] in ("gcp", "docker", "random", "command"):
             assert request.provider.type == f"pulumi:providers:{request.type.split(':')[0]}"
+    # Inputs as the provider's Check returns them: the program leaves network_mode unset on
+    # networked containers, the provider fills in its default.
+    modes = {
+        json_format.MessageToDict(r.properties)["name"]: json_format.MessageToDict(r.properties)["networkMode"]
+        for r in analyzed
+        if r.type == CONTAINER_T
+    }
+    assert modes["acme-prod-api"] == "bridge" and modes["acme-prod-api-files"] == "none"
     stack = recording.calls[-1][1]
     outputs = {r.urn: json_format.MessageToDict(r.properties) for r in stack.resources}
     images = [r for r in stack.resources if r.type == REMOTE_IMAGE_T]

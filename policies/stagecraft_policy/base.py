@@ -63,6 +63,7 @@ class Subject:
 
 
 def subject_of(resource: ResourceValidationArgs | PolicyResource, settings: Settings) -> Subject:
+    """A resource handed over by Analyze or AnalyzeStack, with its stack and environment."""
     stack = stack_of(resource.urn)
     return Subject(
         type=resource.resource_type,
@@ -107,7 +108,7 @@ def resource_policy(
         if not _applies(when, subject.environment):
             return
         for message in check(subject):
-            report(message)
+            report(message, args.urn)
 
     return ResourceValidationPolicy(
         name=name,
@@ -170,6 +171,7 @@ def stack_policy(name: str, description: str, check: StackCheck, when: str = ALW
 
 
 def is_list(value: Any) -> bool:
+    """A list value (the analyzer's Sequence proxy), not a string."""
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
@@ -179,10 +181,12 @@ def listed(value: Any) -> list[Any]:
 
 
 def mapped(value: Any) -> Mapping[str, Any]:
+    """An object value as a mapping; anything else (absent, null, a string) as empty."""
     return value if isinstance(value, Mapping) else {}
 
 
 def number(value: Any) -> float | None:
+    """A number (ints arrive as floats), or None for anything else, booleans included."""
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 

@@ -130,6 +130,7 @@ class Settings:
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any], problems: Sequence[str] = ()) -> Settings:
+        """Settings from merged values shaped like settings.json."""
         return cls(
             production_stacks=tuple(values["productionStacks"]),
             production_prefixes=tuple(values["productionPrefixes"]),
@@ -152,9 +153,11 @@ class Settings:
         return frozenset(self.environment_projects) | {PRODUCTION}
 
     def other_environments(self, environment: str) -> frozenset[str]:
+        """Every environment but ``environment``: their words may not appear in its names."""
         return self.environments() - {environment}
 
     def own_projects(self, environment: str) -> frozenset[str]:
+        """The GCP projects ``environment`` owns (none if settings.json lists none)."""
         return frozenset(self.environment_projects.get(environment, ()))
 
     def foreign_projects(self, environment: str) -> frozenset[str]:
@@ -162,6 +165,7 @@ class Settings:
         return frozenset(p for env, ps in self.environment_projects.items() if env != environment for p in ps)
 
     def members(self, environment: str) -> frozenset[str]:
+        """The user:, group: and domain: members ``environment`` may grant to."""
         return frozenset(self.allowed_members.get(environment, ()))
 
     def carries_environment(self, text: str, environment: str) -> bool:

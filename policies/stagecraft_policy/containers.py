@@ -63,6 +63,7 @@ KNOWN_INPUTS = frozenset(
 
 
 def kind_of(props: Mapping[str, Any]) -> str:
+    """Whether a container is a service, a job or a files carrier (see the module docstring)."""
     if props.get("start") is False:
         return CARRIER
     if props.get("mustRun") is False and props.get("attach") is True:
@@ -71,6 +72,7 @@ def kind_of(props: Mapping[str, Any]) -> str:
 
 
 def capability(name: Any) -> str:
+    """A capability as Docker normalises it: `cap_chown` and `CHOWN` are both CHOWN."""
     return str(name).upper().removeprefix("CAP_")
 
 
@@ -95,22 +97,26 @@ def is_volume_owner(props: Mapping[str, Any]) -> bool:
     return all(path in targets and posixpath.normpath(path) == path for path in entrypoint[3:])
 
 
-def host_isolation(subject: Subject) -> Iterable[str]:
+def _host_isolation(subject: Subject) -> Iterable[str]:
     props = subject.props
+    name = props.get("name")
+    if not isinstance(name, str) or not subject.carries_environment(name):
+        yield f"container name {name!r} must carry {subject.environment!r} as a word and no other environment's"
     for key in props:
         if key not in KNOWN_INPUTS:
             yield f"input {key!r} has not been reviewed; stagecraft allows only the container inputs it knows"
     for key in HOST_INPUTS:
         if props.get(key):
             yield f"{key} is set; containers get no privileges, devices, cgroup, runtime or kernel settings of the host"
-    mode = props.get("networkMode")
-    if mode not in (None, "none"):
+    mode, networks = props.get("networkMode"), listed(props.get("networksAdvanced"))
+    # The provider's default mode is bridge, and it leaves the default bridge as soon as the
+    # container joins its networks_advanced; with none of those it stays there.
+    if mode not in (None, "none", "bridge"):
         yield f"network mode {mode!r}; use the environment's networks (networks_advanced) or none"
     for key in NAMESPACE_MODES:
         value = props.get(key)
         if isinstance(value, str) and (value.lower() == "host" or value.lower().startswith("container:")):
             yield f"{key} {value!r} shares another namespace; leave it unset"
-    networks = listed(props.get("networksAdvanced"))
     if mode != "none" and not networks:
         yield "container would join Docker's default bridge; attach it to the environment's networks or use none"
     for network in networks:
@@ -119,7 +125,7 @@ def host_isolation(subject: Subject) -> Iterable[str]:
             yield f"network {name!r} must carry {subject.environment!r} as a word and no other environment's"
 
 
-def mounts(subject: Subject) -> Iterable[str]:
+def _mounts(subject: Subject) -> Iterable[str]:
     props = subject.props
     for index, mount in enumerate(listed(props.get("mounts"))):
         mount = mapped(mount)
@@ -162,7 +168,7 @@ def _upload_problems(index: int, upload: Mapping[str, Any]) -> Iterable[str]:
             yield f"{where} {key} {upload.get(key)!r}; owned by the service's non-root numeric uid and gid"
 
 
-def files(subject: Subject) -> Iterable[str]:
+def _files(subject: Subject) -> Iterable[str]:
     uploads = listed(subject.props.get("uploads"))
     if uploads and kind_of(subject.props) != CARRIER:
         yield "uploads into a container that runs; deliver files through a never-started carrier and a volume"
@@ -170,7 +176,7 @@ def files(subject: Subject) -> Iterable[str]:
         yield from _upload_problems(index, mapped(upload))
 
 
-def capabilities(subject: Subject) -> Iterable[str]:
+def _capabilities(subject: Subject) -> Iterable[str]:
     caps = mapped(subject.props.get("capabilities"))
     if "ALL" not in {capability(c) for c in listed(caps.get("drops"))}:
         yield "capabilities are not all dropped; set drops=['ALL'] and add back only what the image needs"
@@ -179,7 +185,7 @@ def capabilities(subject: Subject) -> Iterable[str]:
         yield f"capabilities {', '.join(extra)} added; only {', '.join(ALLOWED_CAPABILITIES)} may be"
 
 
-def security_options(subject: Subject) -> Iterable[str]:
+def _security_options(subject: Subject) -> Iterable[str]:
     options = [str(o).strip() for o in listed(subject.props.get("securityOpts"))]
     if not any(o.lower() in NO_NEW_PRIVILEGES for o in options):
         yield "no-new-privileges:true is missing from security_opts"
@@ -198,7 +204,7 @@ def security_options(subject: Subject) -> Iterable[str]:
         )
 
 
-def user(subject: Subject) -> Iterable[str]:
+def _user(subject: Subject) -> Iterable[str]:
     value = subject.props.get("user")
     if is_volume_owner(subject.props):
         return
@@ -221,7 +227,7 @@ def _cpus(value: Any) -> float:
         return 0.0
 
 
-def limits(subject: Subject) -> Iterable[str]:
+def _limits(subject: Subject) -> Iterable[str]:
     props = subject.props
     kind = kind_of(props)
     if kind == CARRIER:
@@ -234,9 +240,11 @@ def limits(subject: Subject) -> Iterable[str]:
         return
     if props.get("readOnly") is not True:
         yield "root filesystem is writable; set read_only=True and give it tmpfs for scratch space"
-    memory = number(props.get("memory"))
+    memory, swap = number(props.get("memory")), number(props.get("memorySwap"))
     if memory is None or memory <= 0:
         yield "no memory limit; set memory (MB) from config"
+    elif swap is not None and swap < memory:
+        yield f"memory_swap {show(swap)} lifts the memory limit (-1 is unlimited swap); set it to the memory limit"
     if _cpus(props.get("cpus")) <= 0:
         yield "no CPU limit; set cpus from config"
     if props.get("logDriver") != "json-file" or not mapped(props.get("logOpts")).get("max-size"):
@@ -253,7 +261,7 @@ def _commands(props: Mapping[str, Any]) -> Iterable[tuple[str, list[str]]]:
     yield "healthcheck", [str(w) for w in listed(mapped(props.get("healthcheck")).get("tests"))[1:]]
 
 
-def plaintext_secrets(subject: Subject) -> Iterable[str]:
+def _plaintext_secrets(subject: Subject) -> Iterable[str]:
     props = subject.props
     for entry in listed(props.get("envs")):
         key, _, value = str(entry).partition("=")
@@ -268,7 +276,7 @@ def plaintext_secrets(subject: Subject) -> Iterable[str]:
             yield f"{where} passes a secret on the command line ({finding}); read it from a file under {FILES_PREFIX}"
 
 
-def ports(subject: Subject) -> Iterable[str]:
+def _ports(subject: Subject) -> Iterable[str]:
     published = listed(subject.props.get("ports"))
     if subject.props.get("publishAllPorts"):
         yield "publish_all_ports publishes every exposed port on all addresses; publish only the ports needed"
@@ -288,58 +296,58 @@ CONTAINER_POLICIES = [
         "container-host-isolation",
         "Containers get no privileges, devices, host namespaces, cgroup or runtime settings, and join only the "
         "environment's networks (never the default bridge).",
-        host_isolation,
+        _host_isolation,
         types=[CONTAINER],
     ),
     resource_policy(
         "container-mounts",
         "Containers mount only the environment's named volumes and tmpfs: no bind mounts, no host paths, nothing "
         "of the Docker daemon.",
-        mounts,
+        _mounts,
         types=[CONTAINER],
     ),
     resource_policy(
         "container-files",
         "Files reach containers only as uploads into never-started carriers, under /run/stagecraft, owned by a "
         "non-root uid, without setuid bits or host files.",
-        files,
+        _files,
         types=[CONTAINER],
     ),
     resource_policy(
         "container-capabilities",
         "Containers drop every capability and add back at most CHOWN and NET_BIND_SERVICE.",
-        capabilities,
+        _capabilities,
         types=[CONTAINER],
     ),
     resource_policy(
         "container-security-options",
         "Containers set no-new-privileges and never run unconfined (seccomp, AppArmor, SELinux, system paths).",
-        security_options,
+        _security_options,
         types=[CONTAINER],
     ),
     resource_policy(
         "container-non-root",
         "Containers run as a non-root numeric user; only the program's volume-owner jobs run as root.",
-        user,
+        _user,
         types=[CONTAINER],
     ),
     resource_policy(
         "container-limits",
         "Running containers have a read-only root, memory and CPU limits, rotated json-file logs and (services) "
         "a healthcheck; jobs run once; carriers never start.",
-        limits,
+        _limits,
         types=[CONTAINER],
     ),
     resource_policy(
         "no-plaintext-secret-env",
         "No secret sits in a container's environment, URLs or command lines (command, entrypoint, healthcheck).",
-        plaintext_secrets,
+        _plaintext_secrets,
         types=[CONTAINER],
     ),
     resource_policy(
         "container-ports",
         "In prod only the proxy's HTTP and HTTPS ports are published; elsewhere other ports only on loopback.",
-        ports,
+        _ports,
         types=[CONTAINER],
     ),
 ]

@@ -28,7 +28,8 @@ BUILD_INPUTS = (
     "addHosts",
 )
 PIDS_LIMIT = re.compile(r"^docker update --pids-limit ([1-9][0-9]{1,5}) ([0-9a-f]{64})$")
-COMMAND_INPUTS = ("create", "environment", "triggers")
+# The PIDs-limit command's inputs, and two harmless ones a provider may fill in.
+COMMAND_INPUTS = ("create", "environment", "triggers", "logging", "addPreviousOutputInEnv")
 DOCKER_HOST = re.compile(r"^(unix|ssh|tcp)://[A-Za-z0-9@._:/-]+$")
 
 
@@ -38,24 +39,26 @@ def _names_environment(subject: Subject, what: str) -> Iterable[str]:
         yield f"{what} name {name!r} must carry {subject.environment!r} as a word and no other environment's"
 
 
-def network_shape(subject: Subject) -> Iterable[str]:
+def _network_shape(subject: Subject) -> Iterable[str]:
     yield from _names_environment(subject, "network")
     props = subject.props
     if props.get("driver") not in (None, "bridge"):
         yield f"network driver {props.get('driver')!r}; environment networks are plain bridges"
-    for key in ("options", "ipamDriver", "ipamOptions", "ingress"):
+    for key in ("options", "ipamOptions", "ingress"):
         if props.get(key):
             yield f"network {key} is set; environment networks take only a subnet and internal"
+    if props.get("ipamDriver") not in (None, "default"):
+        yield f"network IPAM driver {props.get('ipamDriver')!r}; use Docker's default"
 
 
-def volume_shape(subject: Subject) -> Iterable[str]:
+def _volume_shape(subject: Subject) -> Iterable[str]:
     yield from _names_environment(subject, "volume")
     props = subject.props
     if props.get("driver") not in (None, "local") or props.get("driverOpts") or props.get("cluster"):
         yield "volume sets a driver, driver options or cluster settings; use a plain local volume (no host path)"
 
 
-def images_pinned(subject: Subject) -> Iterable[str]:
+def _images_pinned(subject: Subject) -> Iterable[str]:
     if subject.type == REMOTE_IMAGE:
         name = subject.props.get("name")
         if not isinstance(name, str) or not image_is_pinned(name):
@@ -75,7 +78,17 @@ def _inside_images(path: object) -> bool:
     return resolved == images or images in resolved.parents
 
 
-def image_sources(subject: Subject) -> Iterable[str]:
+def _dockerfile_inside(context: object, dockerfile: object) -> bool:
+    """A Dockerfile path read from the repository root or, if relative, from the context."""
+    if not isinstance(dockerfile, str) or not dockerfile:
+        return False
+    if _inside_images(dockerfile):
+        return True
+    relative = not os.path.isabs(dockerfile) and isinstance(context, str) and _inside_images(context)
+    return relative and _inside_images(os.path.join(str(context), dockerfile))
+
+
+def _image_sources(subject: Subject) -> Iterable[str]:
     props = subject.props
     if subject.type == REMOTE_IMAGE:
         if props.get("build"):
@@ -84,8 +97,9 @@ def image_sources(subject: Subject) -> Iterable[str]:
     build = mapped(props.get("build"))
     if not _inside_images(build.get("context")):
         yield f"build context {build.get('context')!r} is outside the repository's images/ directory"
-    if build.get("dockerfile") is not None and not _inside_images(build.get("dockerfile")):
-        yield f"Dockerfile {build.get('dockerfile')!r} is outside the repository's images/ directory"
+    dockerfile = build.get("dockerfile")
+    if dockerfile is not None and not _dockerfile_inside(build.get("context"), dockerfile):
+        yield f"Dockerfile {dockerfile!r} is outside the repository's images/ directory"
     for key in build:
         if key not in BUILD_INPUTS and build.get(key):
             yield f"build input {key!r} is not allowed (no secrets, SSH or other build extras)"
@@ -98,7 +112,7 @@ def image_sources(subject: Subject) -> Iterable[str]:
         yield "a local build is never pushed; set skip_push=True and no registry"
 
 
-def pids_limit_commands(subject: Subject) -> Iterable[str]:
+def _pids_limit_commands(subject: Subject) -> Iterable[str]:
     props = subject.props
     for key in props:
         if key not in COMMAND_INPUTS and props.get(key):
@@ -121,32 +135,32 @@ DOCKER_POLICIES = [
     resource_policy(
         "network-shape",
         "Docker networks are plain bridges named for the environment.",
-        network_shape,
+        _network_shape,
         types=[NETWORK],
     ),
     resource_policy(
         "volume-shape",
         "Docker volumes are plain local volumes named for the environment.",
-        volume_shape,
+        _volume_shape,
         types=[VOLUME],
     ),
     resource_policy(
         "images-pinned",
         "Every image is pinned to a full version or a digest; containers run image IDs or pinned references.",
-        images_pinned,
+        _images_pinned,
         types=[REMOTE_IMAGE, CONTAINER],
     ),
     resource_policy(
         "image-sources",
         "Images are pulled by RemoteImage, or built locally from the repository's images/ directory without "
         "pushing and without build secrets.",
-        image_sources,
+        _image_sources,
         types=[REMOTE_IMAGE, DOCKER_IMAGE],
     ),
     resource_policy(
         "pids-limit-commands",
         "The only local command is the PIDs limit of one container: `docker update --pids-limit <n> <id>`.",
-        pids_limit_commands,
+        _pids_limit_commands,
         types=[COMMAND],
     ),
 ]

@@ -18,6 +18,7 @@ PROJECT_REQUIRED = (ACCOUNT, BUCKET, PROJECT_IAM_MEMBER, SECRET)
 
 
 def no_projects_message(subject: Subject) -> str:
+    """Why a stack whose environment has no projects in settings.json can own nothing in GCP."""
     return (
         f"stack {subject.stack!r} deploys environment {subject.environment!r}, which has no GCP projects of its own "
         f"in policies/stagecraft_policy/settings.json; add them under environmentProjects.{subject.environment} "
@@ -47,7 +48,7 @@ def account_problem(email: str, subject: Subject) -> str | None:
     return None
 
 
-def gcp_ownership(subject: Subject) -> Iterable[str]:
+def _gcp_ownership(subject: Subject) -> Iterable[str]:
     if not (subject.type.startswith("gcp:") or subject.type == GCP_PROVIDER):
         return
     if not subject.own_projects:
@@ -78,7 +79,9 @@ def gcp_ownership(subject: Subject) -> Iterable[str]:
             )
 
 
-def key_own_account(subject: Subject) -> Iterable[str]:
+def _key_own_account(subject: Subject) -> Iterable[str]:
+    if subject.props.get("publicKeyData"):
+        yield "key made from uploaded public key data; its private key lives elsewhere. Let Google generate keys"
     reference = subject.props.get("serviceAccountId")
     if not isinstance(reference, str):
         yield "serviceAccountId must name one of this environment's service accounts"
@@ -101,12 +104,12 @@ GCP_POLICIES = [
         "gcp-ownership",
         "GCP resources live in the environment's own projects (stated, not defaulted), with names that carry the "
         "environment.",
-        gcp_ownership,
+        _gcp_ownership,
     ),
     resource_policy(
         "service-account-key-own",
         "Service account keys are minted only for the environment's own service accounts.",
-        key_own_account,
+        _key_own_account,
         types=[KEY],
     ),
 ]

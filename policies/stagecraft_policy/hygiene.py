@@ -13,7 +13,7 @@ REQUIRED_LABELS = ("app", "environment", "stack", "managed-by")
 LABELLED_TYPES = (BUCKET, SECRET, CONTAINER, VOLUME, NETWORK)
 
 
-def required_labels(subject: Subject) -> Iterable[str]:
+def _required_labels(subject: Subject) -> Iterable[str]:
     missing = [key for key in REQUIRED_LABELS if key not in labels_of(subject.props)]
     if missing:
         yield f"missing labels {', '.join(missing)}; take labels from Naming.labels()"
@@ -24,7 +24,7 @@ HYGIENE_POLICIES = [
     resource_policy(
         "required-labels",
         DESCRIPTION,
-        required_labels,
+        _required_labels,
         types=LABELLED_TYPES,
         enforcement=EnforcementLevel.ADVISORY,
         when=NOT_PROD,
@@ -32,7 +32,7 @@ HYGIENE_POLICIES = [
     resource_policy(
         "prod-required-labels",
         f"{DESCRIPTION} (mandatory in prod)",
-        required_labels,
+        _required_labels,
         types=LABELLED_TYPES,
         when=ONLY_PROD,
     ),

@@ -34,7 +34,7 @@ def _policy_members(policy_data: Any) -> list[str]:
         return ["(policyData is not an IAM policy document)"]
 
 
-def members_only(subject: Subject) -> Iterable[str]:
+def _members_only(subject: Subject) -> Iterable[str]:
     token = subject.type.lower()
     if subject.type in MEMBER_TYPES or not any(word in token for word in ACCESS_WORDS):
         return
@@ -51,7 +51,7 @@ def members_only(subject: Subject) -> Iterable[str]:
     )
 
 
-def project_grants(subject: Subject) -> Iterable[str]:
+def _project_grants(subject: Subject) -> Iterable[str]:
     role = subject.props.get("role")
     if role in PRIMITIVE_ROLES:
         yield f"primitive role {role} granted on the project; grant a predefined role on the one resource instead"
@@ -62,7 +62,7 @@ def project_grants(subject: Subject) -> Iterable[str]:
         )
 
 
-def secret_grants(subject: Subject) -> Iterable[str]:
+def _secret_grants(subject: Subject) -> Iterable[str]:
     props = subject.props
     if props.get("role") != SECRET_ACCESSOR:
         yield f"role {props.get('role')!r} on a secret; only {SECRET_ACCESSOR} is granted on secrets"
@@ -86,7 +86,7 @@ def secret_grants(subject: Subject) -> Iterable[str]:
             yield f"{problem}; grant only in this environment's project"
 
 
-def bucket_grants(subject: Subject) -> Iterable[str]:
+def _bucket_grants(subject: Subject) -> Iterable[str]:
     props = subject.props
     if props.get("role") not in BUCKET_ROLES:
         yield f"role {props.get('role')!r} on a bucket; only {', '.join(BUCKET_ROLES)} are granted on buckets"
@@ -119,7 +119,7 @@ def member_problem(member: Any, subject: Subject) -> str | None:
     return f"member {member[:80]!r} is neither a service account of this environment nor an allow-listed principal"
 
 
-def members_own(subject: Subject) -> Iterable[str]:
+def _members_own(subject: Subject) -> Iterable[str]:
     props: Mapping[str, Any] = subject.props
     members = [props.get("member")] if props.get("member") is not None else []
     members += listed(props.get("members"))
@@ -136,31 +136,31 @@ IAM_POLICIES = [
         "iam-members-only",
         "Access is granted only through additive IAM members: no authoritative bindings or policies, no folder, "
         "organization or service-account IAM, no ACLs.",
-        members_only,
+        _members_only,
     ),
     resource_policy(
         "iam-project-grants",
         "On a whole project only the log, metric and trace writer roles are granted.",
-        project_grants,
+        _project_grants,
         types=[PROJECT_IAM_MEMBER],
     ),
     resource_policy(
         "secret-accessor-same-environment",
         "Secret grants are secretAccessor on one of the environment's own secrets, named by its full path.",
-        secret_grants,
+        _secret_grants,
         types=[SECRET_IAM_MEMBER],
     ),
     resource_policy(
         "iam-bucket-grants",
         "Bucket grants are object viewer, creator or user roles on the environment's own buckets.",
-        bucket_grants,
+        _bucket_grants,
         types=[BUCKET_IAM_MEMBER],
     ),
     resource_policy(
         "iam-members-own",
         "IAM members are the environment's own service accounts or allow-listed users, groups and domains; "
         "never the public.",
-        members_own,
+        _members_own,
         types=MEMBER_TYPES,
     ),
 ]

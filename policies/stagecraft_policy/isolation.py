@@ -12,7 +12,7 @@ from stagecraft_policy.iam import SECRET_PATH
 from stagecraft_policy.resource_types import RANDOM_PASSWORD, SECRET, SECRET_VERSION
 
 
-def secret_environment_agrees(subject: Subject) -> Iterable[str]:
+def _secret_environment_agrees(subject: Subject) -> Iterable[str]:
     env = subject.environment
     secret_id = subject.props.get("secretId")
     label = labels_of(subject.props).get("environment")
@@ -22,7 +22,7 @@ def secret_environment_agrees(subject: Subject) -> Iterable[str]:
         yield f"secret label environment={label!r} must be {env!r}, the environment of the stack in its URN"
 
 
-def no_foreign_environment_labels(subject: Subject) -> Iterable[str]:
+def _no_foreign_environment_labels(subject: Subject) -> Iterable[str]:
     label = labels_of(subject.props).get("environment")
     if label is not None and label != subject.environment:
         yield (
@@ -31,7 +31,7 @@ def no_foreign_environment_labels(subject: Subject) -> Iterable[str]:
         )
 
 
-def secret_version_own_environment(subject: Subject) -> Iterable[str]:
+def _secret_version_own_environment(subject: Subject) -> Iterable[str]:
     reference = subject.props.get("secret")
     found = SECRET_PATH.match(reference) if isinstance(reference, str) else None
     env = subject.environment
@@ -42,7 +42,7 @@ def secret_version_own_environment(subject: Subject) -> Iterable[str]:
         )
 
 
-def no_production_references(subject: Subject) -> Iterable[str]:
+def _no_production_references(subject: Subject) -> Iterable[str]:
     """Outside prod, no value may use a production name prefix."""
     patterns = [
         (prefix, re.compile(rf"(^|[/:@\s\"'=,]){re.escape(prefix)}")) for prefix in subject.settings.production_prefixes
@@ -53,7 +53,7 @@ def no_production_references(subject: Subject) -> Iterable[str]:
                 yield f"{path or 'a value'} uses the production name prefix {prefix!r}; use this environment's names"
 
 
-def no_other_environment_projects(subject: Subject) -> Iterable[str]:
+def _no_other_environment_projects(subject: Subject) -> Iterable[str]:
     foreign = subject.settings.foreign_projects(subject.environment)
     for path, text in strings_in(subject.props):
         for project in sorted(foreign):
@@ -61,7 +61,7 @@ def no_other_environment_projects(subject: Subject) -> Iterable[str]:
                 yield f"{path or 'a value'} mentions {project!r}, another environment's project; use this one's"
 
 
-def unique_values(stack: Stack) -> Iterable[tuple[str, str]]:
+def _unique_values(stack: Stack) -> Iterable[tuple[str, str]]:
     """No two secret versions, and no two generated passwords, share a value."""
     groups = (
         (SECRET_VERSION, ("secretData", "secretDataWo"), "secret version"),
@@ -84,34 +84,34 @@ ISOLATION_POLICIES = [
     resource_policy(
         "secret-environment-agrees",
         "A secret's ID, its environment label and the stack in its URN name the same environment.",
-        secret_environment_agrees,
+        _secret_environment_agrees,
         types=[SECRET],
     ),
     resource_policy(
         "no-foreign-environment-labels",
         "No resource carries another environment's `environment` label.",
-        no_foreign_environment_labels,
+        _no_foreign_environment_labels,
     ),
     resource_policy(
         "secret-version-own-environment",
         "A secret version is written only to a secret of its own environment, in its own project.",
-        secret_version_own_environment,
+        _secret_version_own_environment,
         types=[SECRET_VERSION],
     ),
     resource_policy(
         "no-production-references",
         "Outside prod, nothing uses a production name prefix.",
-        no_production_references,
+        _no_production_references,
         when=NOT_PROD,
     ),
     resource_policy(
         "no-other-environment-projects",
         "Nothing mentions another environment's GCP project.",
-        no_other_environment_projects,
+        _no_other_environment_projects,
     ),
     stack_policy(
         "unique-secret-values",
         "No two secret versions, and no two generated passwords, in a stack share a value.",
-        unique_values,
+        _unique_values,
     ),
 ]

@@ -60,7 +60,7 @@ ALLOWED_TYPES = frozenset(
 COMPONENT = re.compile(r"^stagecraft:[a-z][A-Za-z0-9]*:[A-Z][A-Za-z0-9]*$")
 
 
-def allowed_type(subject: Subject) -> Iterable[str]:
+def _allowed_type(subject: Subject) -> Iterable[str]:
     if subject.type in ALLOWED_TYPES:
         return
     if COMPONENT.match(subject.type) and subject.provider is None:
@@ -75,6 +75,6 @@ TYPE_POLICIES = [
     resource_policy(
         "allowed-resource-types",
         "Only the resource types stagecraft uses (and their providers) are deployed.",
-        allowed_type,
+        _allowed_type,
     ),
 ]

@@ -105,7 +105,7 @@ def _volume_mounts(container: Subject) -> Iterator[tuple[Mapping[str, Any], bool
             yield {"source": mapped(volume)["volumeName"], "target": mapped(volume).get("containerPath")}, True
 
 
-def own_objects(stack: Stack) -> Iterable[tuple[str, str]]:
+def _own_objects(stack: Stack) -> Iterable[tuple[str, str]]:
     images, volumes, networks = _images(stack), _names(stack, VOLUME), _names(stack, NETWORK)
     for container in stack.of_type(CONTAINER):
         image = container.props.get("image")
@@ -119,7 +119,7 @@ def own_objects(stack: Stack) -> Iterable[tuple[str, str]]:
                 yield container.urn, f"network {mapped(network).get('name')!r} is not a network of this stack"
 
 
-def published_ports(stack: Stack) -> Iterable[tuple[str, str]]:
+def _published_ports(stack: Stack) -> Iterable[tuple[str, str]]:
     """Who may publish, by what the container runs: the proxy (nginx) its HTTP and HTTPS ports;
     the data services nothing; others nothing in prod and only on loopback elsewhere."""
     images = _images(stack)
@@ -149,7 +149,7 @@ def _is_carrier(container: Subject) -> bool:
     return props.get("start") is False and props.get("networkMode") == "none" and bool(listed(props.get("uploads")))
 
 
-def prod_volumes_protected(stack: Stack) -> Iterable[tuple[str, str]]:
+def _prod_volumes_protected(stack: Stack) -> Iterable[tuple[str, str]]:
     """A volume may go unprotected only if it is a files volume: written only by never-started
     carriers at /run/stagecraft and mounted read-only there by everything else."""
     uses: dict[str, list[tuple[Subject, Mapping[str, Any], bool]]] = {}
@@ -184,7 +184,7 @@ def _accounts(stack: Stack) -> set[str]:
     return found
 
 
-def own_targets(stack: Stack) -> Iterable[tuple[str, str]]:
+def _own_targets(stack: Stack) -> Iterable[tuple[str, str]]:
     secrets: set[str] = set()
     for secret in stack.of_type(SECRET):
         project, secret_id = known(secret.props, "project"), known(secret.props, "secretId")
@@ -206,7 +206,7 @@ def own_targets(stack: Stack) -> Iterable[tuple[str, str]]:
             yield grant.urn, f"grants to {member!r}, which is not a service account of this stack"
 
 
-def secret_values(stack: Stack) -> Iterable[tuple[str, str]]:
+def _secret_values(stack: Stack) -> Iterable[tuple[str, str]]:
     """No generated secret value appears anywhere but in the uploads that deliver it as a file."""
     sources: dict[str, str] = {}
     for type_, keys in SECRET_OUTPUTS.items():
@@ -232,28 +232,28 @@ STACK_POLICIES = [
     stack_policy(
         "containers-use-own-objects",
         "Containers run images, mount volumes and join networks of their own stack only.",
-        own_objects,
+        _own_objects,
     ),
     stack_policy(
         "published-ports",
         "By what a container runs: the proxy publishes only its HTTP and HTTPS ports, data services nothing, "
         "others nothing in prod and only on loopback elsewhere.",
-        published_ports,
+        _published_ports,
     ),
     stack_policy(
         "prod-volumes-protected",
         "In prod every Docker volume is protected, except files volumes filled by never-started carriers.",
-        prod_volumes_protected,
+        _prod_volumes_protected,
         when=ONLY_PROD,
     ),
     stack_policy(
         "iam-targets-own-resources",
         "Grants, secret versions and keys target only this stack's own secrets, buckets and service accounts.",
-        own_targets,
+        _own_targets,
     ),
     stack_policy(
         "no-secret-values-outside-files",
         "No generated secret value appears in any resource except the file uploads that deliver it.",
-        secret_values,
+        _secret_values,
     ),
 ]

@@ -12,7 +12,7 @@ DAY = 86400
 KEEPING_ACTIONS = ("SetStorageClass", "AbortIncompleteMultipartUpload")
 
 
-def bucket_private(subject: Subject) -> Iterable[str]:
+def _bucket_private(subject: Subject) -> Iterable[str]:
     if subject.props.get("uniformBucketLevelAccess") is not True:
         yield "uniform bucket-level access is off; set uniform_bucket_level_access=True"
     if subject.props.get("publicAccessPrevention") != "enforced":
@@ -39,7 +39,7 @@ def _delete_rule_problems(index: int, condition: object, subject: Subject) -> It
         )
 
 
-def prod_bucket_durable(subject: Subject) -> Iterable[str]:
+def _prod_bucket_durable(subject: Subject) -> Iterable[str]:
     props, settings = subject.props, subject.settings
     if props.get("forceDestroy"):
         yield "force_destroy is on for a prod bucket; turn it off so a destroy cannot delete data"
@@ -58,7 +58,7 @@ def prod_bucket_durable(subject: Subject) -> Iterable[str]:
             yield f"lifecycle rule {index} has action {action!r}; prod allows Delete (with floors), {allowed}"
 
 
-def prod_data_protected(subject: Subject) -> Iterable[str]:
+def _prod_data_protected(subject: Subject) -> Iterable[str]:
     if not subject.protect:
         yield "prod data is not protected; set protect=True so no update or destroy can delete it"
     if subject.type == SECRET and subject.props.get("deletionProtection") is not True:
@@ -69,20 +69,20 @@ STORAGE_POLICIES = [
     resource_policy(
         "bucket-private",
         "Buckets have uniform bucket-level access and enforced public access prevention.",
-        bucket_private,
+        _bucket_private,
         types=[BUCKET],
     ),
     resource_policy(
         "prod-bucket-durable",
         "Prod buckets are never force-destroyed, keep versions, soft-delete long enough and delete nothing early.",
-        prod_bucket_durable,
+        _prod_bucket_durable,
         types=[BUCKET],
         when=ONLY_PROD,
     ),
     resource_policy(
         "prod-data-protected",
         "In prod, buckets and secrets are protected (and secrets deletion-protected).",
-        prod_data_protected,
+        _prod_data_protected,
         types=[BUCKET, SECRET],
         when=ONLY_PROD,
     ),
