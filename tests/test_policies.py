@@ -1120,6 +1120,11 @@ STACK_CASES: list[StackCase] = [
         "bucket-elsewhere",
     ),
     stack_ok("iam-targets-own-resources", STAGING),
+    stack_ok(
+        "iam-targets-own-resources",
+        replaced(STAGING, "backups-backup", bucket_member(bucket=f"b/{project('staging')}-staging-backups")),
+        "bucket-as-recorded",
+    ),
     # no-secret-values-outside-files
     stack_bad(
         "no-secret-values-outside-files",

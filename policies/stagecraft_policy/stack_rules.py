@@ -189,7 +189,9 @@ def _own_targets(stack: Stack) -> Iterable[tuple[str, str]]:
     for secret in stack.of_type(SECRET):
         project, secret_id = known(secret.props, "project"), known(secret.props, "secretId")
         secrets |= {f"projects/{project}/secrets/{secret_id}", str(known(secret.props, "name"))}
+    # The provider records a bucket grant's bucket as `b/<name>` once it exists.
     buckets, accounts = _names(stack, BUCKET), _accounts(stack)
+    buckets |= {f"b/{name}" for name in buckets}
     checks = (
         (SECRET_IAM_MEMBER, "secretId", secrets, "secret"),
         (SECRET_VERSION, "secret", secrets, "secret"),
