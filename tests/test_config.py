@@ -327,6 +327,14 @@ def test_engine_scalars_arrive_as_strings(project_root: Path) -> None:
         ("registry:5000/acme/api", False),
         ("nginx@sha256:" + "a" * 64, True),
         ("redis:alpine", False),
+        ("redis:7", False),
+        ("postgres:15-bookworm", False),
+        ("redis:7.4.2-bookworm", True),
+        ("prom/prometheus:v3.2.1", True),
+        ("temporalio/admin-tools:1.27.2-tctl-1.18.2-cli-1.3.0", True),
+        ("ghcr.io/acme/api:2.14.0-rc.1", True),
+        ("registry:5000/acme/api:1.2", True),
+        ("nginx@sha256:abc", False),
     ],
 )
 def test_image_pinning(image: str, pinned: bool) -> None:

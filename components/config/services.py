@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -9,15 +10,20 @@ from pydantic import Field
 
 from components.config.base import IMAGE_REF, Model, Problem
 
+# A version tag names at least major.minor (`15.12-bookworm`, `v3.2.1`); a digest is sha256.
+_VERSION_TAG = re.compile(r"^v?[0-9]+\.[0-9]+[A-Za-z0-9_.-]*$")
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
 
 def image_is_pinned(image: str) -> bool:
-    """A tag naming a version (not `latest`), or a digest."""
-    if "@sha256:" in image:
-        return True
+    """A reference pinned to a full version (major.minor at least, not `latest` or `7`) or to a
+    sha256 digest."""
+    if _DIGEST.search(image):
+        return bool(image.split("@", 1)[0])
     name, _, tag = image.rpartition(":")
     if not name or "/" in tag:
         return False
-    return tag != "latest" and any(ch.isdigit() for ch in tag)
+    return _VERSION_TAG.match(tag) is not None
 
 
 class Healthcheck(Model):
@@ -52,7 +58,8 @@ class Service(Model):
         if not image_is_pinned(self.image):
             yield (
                 "image",
-                f"must be pinned to a version tag or a sha256 digest, e.g. `postgres:15.10` (got {self.image!r})",
+                "must be pinned to a full version tag (major.minor at least) or a sha256 digest, "
+                f"e.g. `postgres:15.10` (got {self.image!r})",
             )
 
 

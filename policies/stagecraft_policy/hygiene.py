@@ -1,47 +1,39 @@
-"""Labels everywhere, and protection for what holds data in prod."""
+"""Labels on everything that takes them: advisory outside prod, mandatory in prod."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-from stagecraft_policy.environment import Settings, advisory_then_mandatory_in_prod, labels_of, resource_policy
+from pulumi_policy import EnforcementLevel
+
+from stagecraft_policy.base import NOT_PROD, ONLY_PROD, Subject, labels_of, resource_policy
+from stagecraft_policy.resource_types import BUCKET, CONTAINER, NETWORK, SECRET, VOLUME
 
 REQUIRED_LABELS = ("app", "environment", "stack", "managed-by")
-LABELLED_TYPES = (
-    "gcp:storage/bucket:Bucket",
-    "gcp:secretmanager/secret:Secret",
-    "docker:index/container:Container",
-    "docker:index/volume:Volume",
-    "docker:index/network:Network",
-)
-STATEFUL_TYPES = ("gcp:storage/bucket:Bucket", "gcp:secretmanager/secret:Secret")
+LABELLED_TYPES = (BUCKET, SECRET, CONTAINER, VOLUME, NETWORK)
 
 
-def required_labels(args: Any, _settings: Settings) -> Iterable[str]:
-    if args.resource_type not in LABELLED_TYPES:
-        return
-    missing = [key for key in REQUIRED_LABELS if key not in labels_of(args.props)]
+def _required_labels(subject: Subject) -> Iterable[str]:
+    missing = [key for key in REQUIRED_LABELS if key not in labels_of(subject.props)]
     if missing:
         yield f"missing labels {', '.join(missing)}; take labels from Naming.labels()"
 
 
-def prod_stateful_protected(args: Any, _settings: Settings) -> Iterable[str]:
-    stateful = args.resource_type in STATEFUL_TYPES or (
-        args.resource_type == "docker:index/volume:Volume" and str(args.props.get("name", "")).endswith("-data")
-    )
-    if stateful and not args.opts.protect:
-        yield "stateful prod resource is not protected; set protect=True (and retain_on_delete for volumes)"
-
-
+DESCRIPTION = "Buckets, secrets, containers, volumes and networks carry app, environment, stack and managed-by labels."
 HYGIENE_POLICIES = [
-    *advisory_then_mandatory_in_prod(
-        "required-labels", "Resources carry app, environment, stack and managed-by labels.", required_labels
+    resource_policy(
+        "required-labels",
+        DESCRIPTION,
+        _required_labels,
+        types=LABELLED_TYPES,
+        enforcement=EnforcementLevel.ADVISORY,
+        when=NOT_PROD,
     ),
     resource_policy(
-        "prod-stateful-protected",
-        "In prod, buckets, secrets and data volumes are protected.",
-        prod_stateful_protected,
-        only_prod=True,
+        "prod-required-labels",
+        f"{DESCRIPTION} (mandatory in prod)",
+        _required_labels,
+        types=LABELLED_TYPES,
+        when=ONLY_PROD,
     ),
 ]

@@ -1,171 +1,117 @@
-"""Rules that keep staging's secrets and identities apart from production's."""
+"""Staging never reads, reuses or is mistaken for production: secret IDs, labels and the stack in
+the URN agree; versions go only to the environment's own secrets; nothing outside prod mentions a
+production name; nothing mentions another environment's project; generated values are unique."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
 
-from pulumi_policy import (
-    EnforcementLevel,
-    ReportViolation,
-    StackValidationArgs,
-    StackValidationPolicy,
-)
-
-from stagecraft_policy.environment import (
-    ENVIRONMENTS,
-    PRODUCTION,
-    Settings,
-    labels_of,
-    names_environment,
-    other_environments,
-    resource_policy,
-    stack_environment,
-    strings_in,
-)
-
-SECRET = "gcp:secretmanager/secret:Secret"
-SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
-SECRET_ACCESSOR_TYPES = (
-    "gcp:secretmanager/secretIamMember:SecretIamMember",
-    "gcp:secretmanager/secretIamBinding:SecretIamBinding",
-)
+from stagecraft_policy.base import NOT_PROD, Stack, Subject, labels_of, resource_policy, stack_policy, strings_in
+from stagecraft_policy.iam import SECRET_PATH
+from stagecraft_policy.resource_types import RANDOM_PASSWORD, SECRET, SECRET_VERSION
 
 
-def _secret_id(reference: str) -> str:
-    """`projects/p/secrets/<id>` or `<id>` -> `<id>`."""
-    return reference.rsplit("/secrets/", 1)[-1].split("/", 1)[0]
-
-
-def secret_environment_agrees(args: Any, settings: Settings) -> Iterable[str]:
-    if args.resource_type != SECRET:
-        return
-    env = stack_environment(args.urn, settings)
-    secret_id = str(args.props.get("secretId", ""))
-    label = labels_of(args.props).get("environment")
-    if not secret_id.startswith(f"{env}-"):
-        yield f"secret ID {secret_id!r} must start with '{env}-', the environment of stack's URN; rename it via Naming"
+def _secret_environment_agrees(subject: Subject) -> Iterable[str]:
+    env = subject.environment
+    secret_id = subject.props.get("secretId")
+    label = labels_of(subject.props).get("environment")
+    if not isinstance(secret_id, str) or not secret_id.startswith(f"{env}-"):
+        yield f"secret ID {secret_id!r} must start with '{env}-', the environment of the stack in its URN"
     if label != env:
         yield f"secret label environment={label!r} must be {env!r}, the environment of the stack in its URN"
 
 
-def no_foreign_environment_labels(args: Any, settings: Settings) -> Iterable[str]:
-    env = stack_environment(args.urn, settings)
-    label = labels_of(args.props).get("environment")
-    if label is not None and env in ENVIRONMENTS and label != env:
+def _no_foreign_environment_labels(subject: Subject) -> Iterable[str]:
+    label = labels_of(subject.props).get("environment")
+    if label is not None and label != subject.environment:
         yield (
-            f"label environment={label!r} on a resource of the {env!r} stack; "
-            "labels must name the stack's own environment"
+            f"label environment={label!r} on a resource of the {subject.environment!r} stack; labels must name the "
+            "stack's own environment"
         )
 
 
-def secret_version_own_environment(args: Any, settings: Settings) -> Iterable[str]:
-    if args.resource_type != SECRET_VERSION:
-        return
-    env = stack_environment(args.urn, settings)
-    reference = str(args.props.get("secret", ""))
-    secret_id = _secret_id(reference)
-    if not secret_id.startswith(f"{env}-"):
-        yield f"version written to secret {secret_id!r}, which is not a {env!r} secret; write only to '{env}-' secrets"
-    if env != PRODUCTION and any(f"projects/{p}/" in reference for p in settings.production_projects):
-        yield f"version written into production project ({reference}); use this environment's project"
+def _secret_version_own_environment(subject: Subject) -> Iterable[str]:
+    reference = subject.props.get("secret")
+    found = SECRET_PATH.match(reference) if isinstance(reference, str) else None
+    env = subject.environment
+    if found is None or found["project"] not in subject.own_projects or not found["id"].startswith(f"{env}-"):
+        yield (
+            f"version written to {reference!r}; write only to this environment's secrets, "
+            f"projects/<own project>/secrets/{env}-..."
+        )
 
 
-def accessor_same_environment(args: Any, settings: Settings) -> Iterable[str]:
-    if args.resource_type not in SECRET_ACCESSOR_TYPES:
-        return
-    env = stack_environment(args.urn, settings)
-    members = args.props.get("members") or [args.props.get("member", "")]
-    for member in members:
-        identity = str(member).split(":", 1)[-1].split("@", 1)[0]
-        if not names_environment(identity, env) or any(names_environment(identity, o) for o in other_environments(env)):
-            yield f"secret accessor {member!r} is not a {env!r} identity; grant only this environment's accounts"
-    secret_id = _secret_id(str(args.props.get("secretId", "")))
-    if secret_id and not secret_id.startswith(f"{env}-"):
-        yield f"accessor binding on secret {secret_id!r} from the {env!r} stack; bind only '{env}-' secrets"
+def _no_production_references(subject: Subject) -> Iterable[str]:
+    """Outside prod, no value may use a production name prefix."""
+    patterns = [
+        (prefix, re.compile(rf"(^|[/:@\s\"'=,]){re.escape(prefix)}")) for prefix in subject.settings.production_prefixes
+    ]
+    for path, text in strings_in(subject.props):
+        for prefix, pattern in patterns:
+            if pattern.search(text):
+                yield f"{path or 'a value'} uses the production name prefix {prefix!r}; use this environment's names"
 
 
-def no_production_references(args: Any, settings: Settings) -> Iterable[str]:
-    """Outside prod, no input may name a production project or a production name prefix."""
-    if stack_environment(args.urn, settings) == PRODUCTION:
-        return
-    for text in strings_in(dict(args.props)):
-        for project in settings.production_projects:
-            if project and project in text:
-                yield f"references production project {project!r}; point it at this environment's project"
-        for prefix in settings.production_prefixes:
-            if re.search(rf"(^|[/:@\s\"'=,]){re.escape(prefix)}", text):
-                yield f"references a production name ({prefix}...) in {text[:80]!r}; use this environment's names"
+def _no_other_environment_projects(subject: Subject) -> Iterable[str]:
+    foreign = subject.settings.foreign_projects(subject.environment)
+    for path, text in strings_in(subject.props):
+        for project in sorted(foreign):
+            if project in text:
+                yield f"{path or 'a value'} mentions {project!r}, another environment's project; use this one's"
 
 
-SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|_PWD|SECRET|TOKEN|_KEY|CREDENTIAL|PRIVATE|APIKEY)", re.IGNORECASE)
-CREDENTIAL_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
-
-
-def no_plaintext_secret_env(args: Any, _settings: Settings) -> Iterable[str]:
-    if args.resource_type != "docker:index/container:Container":
-        return
-    for pair in args.props.get("envs") or []:
-        key, _, value = str(pair).partition("=")
-        if SECRET_NAME.search(key) and not key.endswith("_FILE") and value and not value.startswith("/run/stagecraft/"):
-            yield f"env {key} holds a plaintext secret; deliver it as a file and set {key}_FILE instead"
-        elif CREDENTIAL_URL.search(value):
-            yield f"env {key} holds a URL with credentials; pass the password as a file"
-
-
-def _unique_versions(args: StackValidationArgs, report: ReportViolation) -> None:
-    seen: dict[str, str] = {}
-    for resource in args.resources:
-        if resource.resource_type != SECRET_VERSION:
-            continue
-        value = resource.props.get("secretDataWo") or resource.props.get("secretData")
-        if not value:
-            continue
-        if value in seen:
-            report(
-                f"secret version shares its value with {seen[value]}; every secret needs its own generated value",
-                resource.urn,
-            )
-        else:
-            seen[value] = resource.urn
+def _unique_values(stack: Stack) -> Iterable[tuple[str, str]]:
+    """No two secret versions, and no two generated passwords, share a value."""
+    groups = (
+        (SECRET_VERSION, ("secretData", "secretDataWo"), "secret version"),
+        (RANDOM_PASSWORD, ("result",), "generated password"),
+    )
+    for type_, keys, what in groups:
+        seen: dict[str, str] = {}
+        for resource in stack.of_type(type_):
+            for key in keys:
+                value = resource.props.get(key)
+                if not isinstance(value, str) or not value:
+                    continue
+                if value in seen:
+                    yield resource.urn, f"{what} shares its value with {seen[value]}; every secret needs its own value"
+                else:
+                    seen[value] = resource.urn
 
 
 ISOLATION_POLICIES = [
     resource_policy(
         "secret-environment-agrees",
         "A secret's ID, its environment label and the stack in its URN name the same environment.",
-        secret_environment_agrees,
+        _secret_environment_agrees,
+        types=[SECRET],
     ),
     resource_policy(
         "no-foreign-environment-labels",
         "No resource carries another environment's `environment` label.",
-        no_foreign_environment_labels,
+        _no_foreign_environment_labels,
     ),
     resource_policy(
         "secret-version-own-environment",
-        "A secret version is written only to a secret of its own environment.",
-        secret_version_own_environment,
-    ),
-    resource_policy(
-        "secret-accessor-same-environment",
-        "Secret accessor bindings go only to identities and secrets of the same environment.",
-        accessor_same_environment,
+        "A secret version is written only to a secret of its own environment, in its own project.",
+        _secret_version_own_environment,
+        types=[SECRET_VERSION],
     ),
     resource_policy(
         "no-production-references",
-        "Outside prod, nothing references a production project or production name prefix.",
-        no_production_references,
+        "Outside prod, nothing uses a production name prefix.",
+        _no_production_references,
+        when=NOT_PROD,
     ),
     resource_policy(
-        "no-plaintext-secret-env",
-        "No container environment variable holds a plaintext password, token, key or credentials.",
-        no_plaintext_secret_env,
+        "no-other-environment-projects",
+        "Nothing mentions another environment's GCP project.",
+        _no_other_environment_projects,
     ),
-    StackValidationPolicy(
-        name="unique-secret-values",
-        description="No two secret versions in a stack share a value.",
-        validate=_unique_versions,
-        enforcement_level=EnforcementLevel.MANDATORY,
+    stack_policy(
+        "unique-secret-values",
+        "No two secret versions, and no two generated passwords, in a stack share a value.",
+        _unique_values,
     ),
 ]
