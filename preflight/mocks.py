@@ -147,6 +147,13 @@ def _remote_image(_mocks: PlanMocks, seed: str, _project: str, inputs: dict[str,
     return f"{image_id}{inputs['name']}", {"imageId": image_id, "repoDigest": f"{repository}@{image_id}"}
 
 
+def _built_image(_mocks: PlanMocks, seed: str, _project: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    # A local build never pushed: its repo digest is the image ID; the same name (whose tag
+    # carries the sources' hash) gives the same ID.
+    image_id = f"sha256:{digest('build', inputs['imageName'])}"
+    return image_id, {"repoDigest": image_id}
+
+
 def _docker_object(_mocks: PlanMocks, seed: str, _project: str, _inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return digest(seed, "docker")[:64], {}
 
@@ -200,6 +207,7 @@ _HANDLERS = {
     "tls:index/locallySignedCert:LocallySignedCert": _certificate,
     "tls:index/certRequest:CertRequest": _cert_request,
     "docker:index/remoteImage:RemoteImage": _remote_image,
+    "docker:index/image:Image": _built_image,
     "docker:index/container:Container": _container,
     "gcp:serviceaccount/key:Key": _service_account_key,
     "docker:index/network:Network": _docker_object,

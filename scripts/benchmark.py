@@ -1,44 +1,207 @@
-"""Wall time of `python -m preflight check` over every stack, next to its floor: a bare import
-of pulumi and the provider SDKs in a fresh interpreter. Target: at most 3x the floor.
+"""How long preflight takes, next to the floor the Pulumi SDK itself sets.
 
-Usage: venv/bin/python scripts/benchmark.py [--runs N]
+- ``plan``: ``python -m preflight plan --stack S --json`` in a fresh interpreter, per stack.
+- ``floor``: a fresh interpreter that imports pulumi and the provider SDKs and registers the very
+  same resources (types, names, parents, inputs, dependencies) through the SDK under mocks that
+  return the inputs, and does nothing else: no config, no components, no rendering.
+- ``check``: ``python -m preflight check`` over 2, 8 and 16 generated stacks (copies of the
+  project's stack files with their own names, projects, hosts and domains), to show how it grows.
+
+Plan and floor runs are interleaved, so drift on the machine hits both alike. Target: plan within
+1.5x of its floor.
+
+Usage: venv/bin/python scripts/benchmark.py [--runs N] [--stacks 2,8,16] [--skip-check]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-FLOOR = "import pulumi, pulumi_docker, pulumi_gcp, pulumi_random, pulumi_tls, pulumi_policy"
+TARGET_RATIO = 1.5
+PROVIDERS = ("pulumi_docker", "pulumi_gcp", "pulumi_random", "pulumi_tls", "pulumi_command")
 
 
-def wall_time(command: list[str], runs: int) -> list[float]:
-    times = []
+# --- the floor: the SDK registering the same resources, nothing else ---------------------------
+
+
+def _registration_order(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Parents and dependencies before the resources that name them."""
+    by_urn = {r["urn"]: r for r in resources}
+    done: set[str] = set()
+    order: list[dict[str, Any]] = []
+
+    def visit(urn: str) -> None:
+        if urn in done or urn not in by_urn:
+            return
+        done.add(urn)
+        resource = by_urn[urn]
+        visit(resource["parent"])
+        for dependency in resource["dependencies"]:
+            visit(dependency)
+        order.append(resource)
+
+    for urn in by_urn:
+        visit(urn)
+    return order
+
+
+def replay(plan_file: str) -> None:
+    """Register every resource of a saved plan through the SDK under trivial mocks."""
+    import importlib
+
+    import pulumi
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    for module in PROVIDERS:
+        importlib.import_module(module)
+
+    class EchoMocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+            return f"{args.name}-id", args.inputs
+
+        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+            return {}, []
+
+    document = json.loads(Path(plan_file).read_text())
+    resources = _registration_order(document["resources"])
+
+    def program() -> None:
+        created: dict[str, pulumi.Resource] = {}
+        for r in resources:
+            opts = pulumi.ResourceOptions(
+                parent=created.get(r["parent"]),
+                depends_on=[created[d] for d in r["dependencies"] if d in created] or None,
+                protect=r["protect"],
+                retain_on_delete=r["retain_on_delete"],
+            )
+            if r["type"].startswith("stagecraft:"):
+                created[r["urn"]] = pulumi.ComponentResource(r["type"], r["name"], None, opts)
+            else:
+                created[r["urn"]] = pulumi.CustomResource(r["type"], r["name"], dict(r["inputs"]), opts)
+
+    pulumi.runtime.set_mocks(EchoMocks(), project="stagecraft", stack=document["stack"], preview=False)
+    _sync_await(run_pulumi_func(program))
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def _timed(command: list[str], cwd: Path = ROOT) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def _summary(times: Sequence[float]) -> str:
+    return f"median {statistics.median(times):.2f}s  min {min(times):.2f}s"
+
+
+def plan_against_floor(stack: str, runs: int, scratch: Path) -> float:
+    """Interleaved runs of the plan and its floor; prints both and returns the ratio of medians."""
+    saved = scratch / f"plan-{stack}.json"
+    with saved.open("w") as out:
+        subprocess.run(
+            [sys.executable, "-m", "preflight", "plan", "--stack", stack, "--json"], cwd=ROOT, check=True, stdout=out
+        )
+    count = len(json.loads(saved.read_text())["resources"])
+    plan_command = [sys.executable, "-m", "preflight", "plan", "--stack", stack, "--json"]
+    floor_command = [sys.executable, str(Path(__file__).resolve()), "--replay", str(saved)]
+    _timed(floor_command), _timed(plan_command)  # warm the file cache
+    plan_times, floor_times = [], []
     for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return times
+        floor_times.append(_timed(floor_command))
+        plan_times.append(_timed(plan_command))
+    ratio = statistics.median(plan_times) / statistics.median(floor_times)
+    verdict = "ok" if ratio <= TARGET_RATIO else "over target"
+    print(f"{stack}: {count} resources")
+    print(f"  floor (SDK registers the same resources): {_summary(floor_times)}")
+    print(f"  preflight plan:                           {_summary(plan_times)}")
+    print(f"  ratio {ratio:.2f}x (target <= {TARGET_RATIO}x): {verdict}")
+    return ratio
+
+
+def _generated_stack(template: dict[str, Any], index: int) -> dict[str, Any]:
+    """A copy of a stack document that is its own application: names, project, host, domains."""
+    config = json.loads(json.dumps(template["config"]))
+    environment = config["stagecraft:environment"]
+    app = f"app{index:02d}"
+    domain = f"{app}.example.com"
+    config["stagecraft:app_name"] = app
+    config["gcp:project"] = f"{app}-{environment}-4711"
+    config["docker:host"] = f"ssh://deploy@{app}-{environment}.example.com"
+    prefix = "" if environment == "prod" else f"{environment}."
+    config["stagecraft:domains"] = {
+        "web": f"{prefix}{domain}",
+        "api": f"api{'' if environment == 'prod' else '-' + environment}.{domain}",
+        "grafana": f"grafana{'' if environment == 'prod' else '-' + environment}.{domain}",
+    }
+    config["stagecraft:app"]["cors_origins"] = [f"https://{config['stagecraft:domains']['web']}"]
+    for key in ("sender", "username"):
+        if key in config.get("stagecraft:alerting", {}).get("email", {}):
+            config["stagecraft:alerting"]["email"][key] = f"alerts-{environment}@{domain}"
+    return {"config": config}
+
+
+def generate_project(directory: Path, count: int) -> list[str]:
+    """A project directory with ``count`` stack files (alternating staging and prod copies)."""
+    for item in ("Pulumi.yaml", "__main__.py", "components", "policies", "images"):
+        source = ROOT / item
+        if source.is_dir():
+            shutil.copytree(source, directory / item, ignore=shutil.ignore_patterns("venv", "__pycache__"))
+        else:
+            shutil.copy2(source, directory / item)
+    templates = [yaml.safe_load((ROOT / f"Pulumi.{s}.yaml").read_text()) for s in ("staging", "prod")]
+    names = []
+    for index in range(count):
+        template = templates[index % 2]
+        name = f"{template['config']['stagecraft:environment']}-{index:02d}"
+        document = _generated_stack(template, index)
+        (directory / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+        names.append(name)
+    return names
+
+
+def check_growth(counts: Sequence[int], scratch: Path) -> None:
+    print("preflight check (plan + policy for every stack, isolation for every pair):")
+    for count in counts:
+        project = scratch / f"project-{count}"
+        project.mkdir()
+        generate_project(project, count)
+        command = [sys.executable, "-m", "preflight", "check", "--project", str(project)]
+        seconds = _timed(command)
+        print(f"  {count:>2} stacks: {seconds:.1f}s  ({seconds / count:.2f}s per stack, {count * (count - 1) // 2} pairs)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--stacks", default="2,8,16", help="stack counts for the check growth (default 2,8,16)")
+    parser.add_argument("--skip-check", action="store_true", help="measure plan against its floor only")
+    parser.add_argument("--replay", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    wall_time([sys.executable, "-c", FLOOR], 1)  # warm the file cache
-    floor = wall_time([sys.executable, "-c", FLOOR], args.runs)
-    check = wall_time([sys.executable, "-m", "preflight", "check"], args.runs)
-    floor_median, check_median = statistics.median(floor), statistics.median(check)
-    ratio = check_median / floor_median
-    print(f"floor (import pulumi + SDKs): median {floor_median:.2f}s  min {min(floor):.2f}s  runs {args.runs}")
-    print(f"preflight check (all stacks): median {check_median:.2f}s  min {min(check):.2f}s  runs {args.runs}")
-    print(f"ratio: {ratio:.2f}x (target <= 3x): {'ok' if ratio <= 3 else 'over target'}")
-    return 0
+    if args.replay:
+        replay(args.replay)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="stagecraft-benchmark-") as temp:
+        scratch = Path(temp)
+        ratios = [plan_against_floor(stack, args.runs, scratch) for stack in ("staging", "prod")]
+        if not args.skip_check:
+            check_growth([int(n) for n in args.stacks.split(",")], scratch)
+    return 0 if max(ratios) <= TARGET_RATIO else 1
 
 
 if __name__ == "__main__":

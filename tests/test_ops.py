@@ -76,6 +76,24 @@ def test_a_migration_waits_for_a_backup_of_its_release(plans: dict[str, Plan]) -
     assert backup.urn in migrate.dependencies
 
 
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_every_ops_container_runs_the_image_the_stack_builds(stack: str, plans: dict[str, Plan]) -> None:
+    """The ops image exists only on the Docker host, built there: a container that named it as
+    a pulled image would send Docker to a registry for `stagecraft/ops` (and race the build)."""
+    plan = plans[stack]
+    (build,) = plan.by_type("docker:index/image:Image")
+    assert build.inputs["skipPush"] is True
+    # Relative to the project: the same on every machine that runs `pulumi up`.
+    assert build.inputs["build"]["context"] == "images/ops"
+    pulled = {r.inputs["name"] for r in plan.by_type("docker:index/remoteImage:RemoteImage")}
+    assert not any(name.startswith("stagecraft/ops") for name in pulled)
+    ops = {service: c for service, c in service_containers(plan).items() if service.startswith("ops")}
+    assert {"ops", "ops-files", "ops-volume-owner", "ops-pre-migration-backup"} <= set(ops)
+    images = {c.inputs["image"] for c in ops.values()}
+    assert len(images) == 1 and images.pop().startswith("sha256:")
+    assert all(build.urn in c.dependencies for c in ops.values())
+
+
 def test_the_image_tag_follows_its_sources(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM x\n")
     first = image_tag("postgres:15.12", tmp_path)

@@ -1498,7 +1498,7 @@ def test_preflight_configures_before_analyzing_and_sends_what_the_cli_sends(
         for r in analyzed
         if r.type == CONTAINER_T
     }
-    assert modes["acme-prod-api"] == "bridge" and modes["acme-prod-api-files"] == "none"
+    assert modes["acme-prod-postgres"] == "bridge" and modes["acme-prod-api-files"] == "none"
     stack = recording.calls[-1][1]
     outputs = {r.urn: json_format.MessageToDict(r.properties) for r in stack.resources}
     images = [r for r in stack.resources if r.type == REMOTE_IMAGE_T]

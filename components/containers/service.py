@@ -57,11 +57,17 @@ class ServiceComponent(pulumi.ComponentResource):
         return container
 
     def volume_owner(
-        self, service: str, settings: Service, owner: str, volumes: Mapping[str, docker.Volume]
+        self,
+        service: str,
+        settings: Service,
+        owner: str,
+        volumes: Mapping[str, docker.Volume],
+        image: pulumi.Input[str] | None = None,
     ) -> HardenedContainer:
         """A job that hands fresh volumes to the uid a service runs as, for images whose data
         directory a volume cannot inherit an owner from. It runs as root with CHOWN alone and no
-        network, once per volume (and again only if the volumes or the owner change)."""
+        network, once per volume (and again only if the volumes or the owner change). ``image``:
+        an image built by the stack (its ID), instead of pulling ``settings.image``."""
         return self.container(
             "volume-owner",
             f"{service}-volume-owner",
@@ -72,6 +78,7 @@ class ServiceComponent(pulumi.ComponentResource):
             volumes={path: volume.name for path, volume in volumes.items()},
             cap_add=("CHOWN",),
             one_shot=True,
+            image=image,
         )
 
     def data_volume(self, service: str, protect: bool) -> docker.Volume:

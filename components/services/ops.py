@@ -22,7 +22,9 @@ from components.containers.service import ServiceComponent
 from components.naming import Naming
 from components.resources import child
 
-IMAGE_DIR = Path(__file__).resolve().parent.parent.parent / "images" / "ops"
+PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
+IMAGE_DIR = PROJECT_DIR / "images" / "ops"
+IMAGE_CONTEXT = IMAGE_DIR.relative_to(PROJECT_DIR).as_posix()
 IMAGE_REPOSITORY = "stagecraft/ops"
 PYTHON = "/opt/ops/bin/python"
 CHROMA_DIR = "/chroma"
@@ -145,8 +147,10 @@ class Operations(ServiceComponent):
             f"{name}-image",
             image_name=f"{IMAGE_REPOSITORY}:{tag}",
             build=docker.DockerBuildArgs(
-                context=str(IMAGE_DIR),
-                dockerfile=str(IMAGE_DIR / "Dockerfile"),
+                # Relative to the project directory, where Pulumi runs the program and its
+                # providers: an absolute path would differ between machines and show as a change.
+                # The Dockerfile defaults to the context's own.
+                context=IMAGE_CONTEXT,
                 args={"BASE_IMAGE": args.postgres_image},
                 platform=args.settings.platform,
             ),
@@ -169,6 +173,7 @@ class Operations(ServiceComponent):
             self.service_settings,
             "999:999",
             {METRICS_DIR: self.metrics_volume, WORK_DIR: self.work_volume},
+            image=self.image.repo_digest,
         )
         self.settings_file = render_settings(
             naming.stack,
