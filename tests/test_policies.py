@@ -577,6 +577,46 @@ RESOURCE_CASES: list[Case] = [
         **PROD,
     ),
     ok("no-other-environment-projects", CONTAINER_T, service("prod"), **PROD),
+    # no-seed-in-production
+    bad(
+        "no-seed-in-production",
+        CONTAINER_T,
+        job("prod", entrypoints=["/opt/ops/bin/python", "-m", "stagecraft_ops", "seed", "load"]),
+        "seed-arguments",
+        **PROD,
+    ),
+    bad(
+        "no-seed-in-production",
+        CONTAINER_T,
+        carrier(
+            "prod",
+            uploads=[
+                {
+                    "file": "/run/stagecraft/config/seed.sh",
+                    "content": "#!/bin/sh\nset -eu\n/opt/ops/bin/python -m stagecraft_ops  seed generate --spec x\n",
+                    "permissions": "0555",
+                    "owner": "999",
+                    "group": "999",
+                }
+            ],
+        ),
+        "seed-script",
+        **PROD,
+    ),
+    bad(
+        "no-seed-in-production",
+        CONTAINER_T,
+        job("prod", labels=[*docker_labels("prod"), {"label": "service", "value": "seed"}]),
+        "seed-label",
+        **PROD,
+    ),
+    ok("no-seed-in-production", CONTAINER_T, job("prod", command=["backup", "--reason", "pre-migration"]), **PROD),
+    # In staging the seed job is what it is for.
+    ok(
+        "no-seed-in-production",
+        CONTAINER_T,
+        job(entrypoints=["/opt/ops/bin/python", "-m", "stagecraft_ops", "seed", "load"]),
+    ),
     # bucket-private
     bad("bucket-private", BUCKET_T, bucket(publicAccessPrevention="inherited"), "public-access"),
     bad("bucket-private", BUCKET_T, bucket(uniformBucketLevelAccess=False), "acls"),

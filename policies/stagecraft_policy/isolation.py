@@ -7,9 +7,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from stagecraft_policy.base import NOT_PROD, Stack, Subject, labels_of, resource_policy, stack_policy, strings_in
+from stagecraft_policy.base import (
+    NOT_PROD,
+    ONLY_PROD,
+    Stack,
+    Subject,
+    labels_of,
+    resource_policy,
+    stack_policy,
+    strings_in,
+)
 from stagecraft_policy.iam import SECRET_PATH
-from stagecraft_policy.resource_types import RANDOM_PASSWORD, SECRET, SECRET_VERSION
+from stagecraft_policy.resource_types import CONTAINER, RANDOM_PASSWORD, SECRET, SECRET_VERSION
+
+# The ops tool's seed command (`python -m stagecraft_ops seed ...`), in an argument list or a script.
+SEED_COMMAND = re.compile(r"stagecraft_ops\W+seed\b|\bstagecraft-seed\b")
 
 
 def _secret_environment_agrees(subject: Subject) -> Iterable[str]:
@@ -80,6 +92,25 @@ def _unique_values(stack: Stack) -> Iterable[tuple[str, str]]:
                     seen[value] = resource.urn
 
 
+def _no_seed_in_production(subject: Subject) -> Iterable[str]:
+    """Seed data (fixtures or an anonymized copy) is for staging: in prod, no container runs the
+    seed command, in its arguments or in a script it is given, whatever its labels say."""
+    props = subject.props
+    if labels_of(props).get("service") == "seed":
+        yield "a seed job in prod; seed data never goes into production"
+        return
+    for key in ("command", "entrypoints"):
+        arguments = " ".join(text for _, text in strings_in(props.get(key)))
+        if SEED_COMMAND.search(arguments):
+            yield f"{key} runs the seed command in prod; seed data never goes into production"
+            return
+    for key in ("envs", "uploads"):
+        for path, text in strings_in(props.get(key), key):
+            if SEED_COMMAND.search(text):
+                yield f"{path} runs the seed command in prod; seed data never goes into production"
+                return
+
+
 ISOLATION_POLICIES = [
     resource_policy(
         "secret-environment-agrees",
@@ -108,6 +139,13 @@ ISOLATION_POLICIES = [
         "no-other-environment-projects",
         "Nothing mentions another environment's GCP project.",
         _no_other_environment_projects,
+    ),
+    resource_policy(
+        "no-seed-in-production",
+        "In prod, no container runs the seed command (by its arguments or a script it is given).",
+        _no_seed_in_production,
+        types=[CONTAINER],
+        when=ONLY_PROD,
     ),
     stack_policy(
         "unique-secret-values",
