@@ -32,6 +32,11 @@ EXIT_CODES = """exit codes:
   2  bad config or usage: one line per problem naming the file and key"""
 
 
+def _write_json(document: Any, out: TextIO) -> None:
+    """One write of the whole document (the stream may be a pipe)."""
+    out.write(json.dumps(document, indent=2) + "\n")
+
+
 def _epilog(ok: str, failed: str) -> str:
     return EXIT_CODES.format(ok=ok, failed=failed)
 
@@ -234,8 +239,7 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     path = _stack_file(args.project, args.stack, args.config_file)
     result = plan(args.stack, path, args.project, _simulation(args))
     if args.json:
-        json.dump(plan_json(result), out, indent=2, sort_keys=False)
-        out.write("\n")
+        _write_json(plan_json(result), out)
     else:
         render_tree(result, out)
     return EXIT_OK
@@ -246,8 +250,7 @@ def _cmd_policy(args: argparse.Namespace, out: TextIO) -> int:
     with policy_pack(args.project / "policies") as analyzer:
         violations = analyzer.violations(result)
     if args.json:
-        json.dump(plan_json(result, violations), out, indent=2)
-        out.write("\n")
+        _write_json(plan_json(result, violations), out)
     else:
         render_violations(f"policy {result.stack}", violations, out)
     return EXIT_VIOLATION if _mandatory(violations) else EXIT_OK
@@ -288,8 +291,7 @@ def _cmd_isolation(args: argparse.Namespace, out: TextIO) -> int:
     left, right = (plan(stack, paths[stack], args.project) for stack in args.stacks)
     violations = [finding.to_violation() for finding in compare(left, right)]
     if args.json:
-        json.dump(_isolation_json(left.stack, right.stack, violations), out, indent=2)
-        out.write("\n")
+        _write_json(_isolation_json(left.stack, right.stack, violations), out)
     else:
         render_violations(f"isolation {left.stack} <-> {right.stack}", violations, out)
     return EXIT_VIOLATION if violations else EXIT_OK
@@ -340,8 +342,7 @@ def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
             "stacks": [plan_json(result, violations) for result, violations in per_stack],
             "isolation": [_isolation_json(left, right, violations) for left, right, violations in pairs],
         }
-        json.dump(document, out, indent=2)
-        out.write("\n")
+        _write_json(document, out)
     else:
         for result, violations in per_stack:
             path = critical_path(result)

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
 from google.protobuf import json_format
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from components import yaml_io
 from components.config import (
     ConfigError,
     ConfigSecret,
@@ -239,7 +239,7 @@ def plan(
 
 def stack_ciphertexts(path: Path) -> list[tuple[str, str]]:
     """(key path, ciphertext) of every `secure:` value in a stack file (the file already loaded)."""
-    document = yaml.safe_load(path.read_text()) or {}
+    document = yaml_io.load(path.read_text()) or {}
     return stack_file_ciphertexts(document.get("config") or {})
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -31,7 +32,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 1.5
-PROVIDERS = ("pulumi_docker", "pulumi_gcp", "pulumi_random", "pulumi_tls", "pulumi_command")
 
 
 # --- the floor: the SDK registering the same resources, nothing else ---------------------------
@@ -58,6 +58,20 @@ def _registration_order(resources: list[dict[str, Any]]) -> list[dict[str, Any]]
     return order
 
 
+def provider_module(type_: str) -> str | None:
+    """The SDK module that defines a resource type: `gcp:storage/bucket:Bucket` -> `pulumi_gcp.storage`."""
+    package, module, _ = type_.split(":", 2)
+    if package == "stagecraft":
+        return None
+    module = module.split("/", 1)[0]
+    return f"pulumi_{package}" if module == "index" else f"pulumi_{package}.{module}"
+
+
+def _snake(name: str) -> str:
+    """`networksAdvanced` -> `networks_advanced`: an engine input name as the SDK's argument."""
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+
+
 def replay(plan_file: str) -> None:
     """Register every resource of a saved plan through the SDK under trivial mocks."""
     import importlib
@@ -66,8 +80,12 @@ def replay(plan_file: str) -> None:
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
-    for module in PROVIDERS:
-        importlib.import_module(module)
+    document = json.loads(Path(plan_file).read_text())
+    # The provider classes these resources are (the SDKs load a module's classes on first use).
+    for type_ in sorted({r["type"] for r in document["resources"]}):
+        module = provider_module(type_)
+        if module is not None:
+            getattr(importlib.import_module(module), type_.rsplit(":", 1)[1])
 
     class EchoMocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
@@ -76,7 +94,6 @@ def replay(plan_file: str) -> None:
         def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
             return {}, []
 
-    document = json.loads(Path(plan_file).read_text())
     resources = _registration_order(document["resources"])
 
     def program() -> None:
@@ -91,7 +108,11 @@ def replay(plan_file: str) -> None:
             if r["type"].startswith("stagecraft:"):
                 created[r["urn"]] = pulumi.ComponentResource(r["type"], r["name"], None, opts)
             else:
-                created[r["urn"]] = pulumi.CustomResource(r["type"], r["name"], dict(r["inputs"]), opts)
+                # The provider's own class, as a program would call it.
+                module = importlib.import_module(provider_module(r["type"]) or "")
+                cls = getattr(module, r["type"].rsplit(":", 1)[1])
+                kwargs = {_snake(key): value for key, value in r["inputs"].items()}
+                created[r["urn"]] = cls(r["name"], opts=opts, **kwargs)
 
     pulumi.runtime.set_mocks(EchoMocks(), project="stagecraft", stack=document["stack"], preview=False)
     _sync_await(run_pulumi_func(program))
@@ -183,7 +204,8 @@ def check_growth(counts: Sequence[int], scratch: Path) -> None:
         generate_project(project, count)
         command = [sys.executable, "-m", "preflight", "check", "--project", str(project)]
         seconds = _timed(command)
-        print(f"  {count:>2} stacks: {seconds:.1f}s  ({seconds / count:.2f}s per stack, {count * (count - 1) // 2} pairs)")
+        pairs = count * (count - 1) // 2
+        print(f"  {count:>2} stacks: {seconds:.1f}s  ({seconds / count:.2f}s per stack, {pairs} pairs)")
 
 
 def main() -> int:

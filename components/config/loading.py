@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel
 
+from components import yaml_io
 from components.config.base import ConfigSecret
 from components.config.errors import ConfigError, validate
 from components.config.stack import StackConfig
@@ -104,7 +105,7 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     """The ``config:`` mapping of a stack file, with `secure:` values as offline ConfigSecrets."""
     source = path.name
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml_io.load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(source, [("file", f"not found at {path}")]) from None
     except IsADirectoryError:

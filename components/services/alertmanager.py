@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
-import yaml
 
+from components import yaml_io
 from components.config import Service
 from components.containers.container import Attachment, config_path, secret_path
 from components.containers.endpoints import Endpoint, ScrapeTarget
@@ -184,7 +184,7 @@ def render_alertmanager_config(
             {"name": "null"},
         ],
     }
-    return "# stagecraft: rendered, do not edit\n" + yaml.safe_dump(config, sort_keys=False)
+    return "# stagecraft: rendered, do not edit\n" + yaml_io.dump(config)
 
 
 def check_image(image: str) -> None:

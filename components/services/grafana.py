@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pulumi
 import pulumi_docker as docker
-import yaml
 
+from components import yaml_io
 from components.config import Service
 from components.containers.container import (
     Attachment,
@@ -72,7 +72,7 @@ def render_datasource(prometheus_url: str) -> str:
             }
         ],
     }
-    return yaml.safe_dump(document, sort_keys=False)
+    return yaml_io.dump(document)
 
 
 def render_dashboard_provider(path: str) -> str:
@@ -88,7 +88,7 @@ def render_dashboard_provider(path: str) -> str:
             }
         ],
     }
-    return yaml.safe_dump(document, sort_keys=False)
+    return yaml_io.dump(document)
 
 
 def dashboard_names() -> list[str]:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
-import yaml
 
+from components import yaml_io
 from components.config import AlertThresholds, Service
 from components.config import Monitoring as MonitoringSettings
 from components.containers.container import Attachment, config_path
@@ -105,12 +105,12 @@ def render_prometheus_config(
         }
         for target in targets
     ]
-    return "# stagecraft: rendered, do not edit\n" + yaml.safe_dump(config, sort_keys=False)
+    return "# stagecraft: rendered, do not edit\n" + yaml_io.dump(config)
 
 
 def scrape_jobs(config_text: str) -> set[str]:
     """The job names of a rendered prometheus.yml."""
-    config = yaml.safe_load(config_text) or {}
+    config = yaml_io.load(config_text) or {}
     return {job["job_name"] for job in config.get("scrape_configs") or []}
 
 
@@ -301,7 +301,7 @@ def render_alert_rules(
     thresholds: AlertThresholds, limits: Sequence[ProcessLimit], environment: str, ops_ages: OpsAges
 ) -> str:
     document = {"groups": [{"name": "stagecraft", "rules": alert_rules(thresholds, limits, environment, ops_ages)}]}
-    return "# stagecraft: rendered, do not edit\n" + yaml.safe_dump(document, sort_keys=False)
+    return "# stagecraft: rendered, do not edit\n" + yaml_io.dump(document)
 
 
 @dataclass(frozen=True)

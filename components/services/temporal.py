@@ -8,8 +8,8 @@ from typing import Any
 
 import pulumi
 import pulumi_docker as docker
-import yaml
 
+from components import yaml_io
 from components.config import Service, TemporalService
 from components.containers.container import (
     CONFIG_DIR,
@@ -53,7 +53,7 @@ def render_dynamic_config(retention_days: int) -> str:
         # Informational; the namespace job sets the namespace's retention.
         "history.defaultWorkflowRetentionTTL": [{"value": f"{retention_days * 24}h"}],
     }
-    return "# stagecraft: rendered, do not edit\n" + yaml.safe_dump(document, sort_keys=False)
+    return "# stagecraft: rendered, do not edit\n" + yaml_io.dump(document)
 
 
 def _datastore(postgres: Endpoint, user: str, password: str, database: str, max_conns: int) -> dict[str, Any]:
@@ -123,7 +123,7 @@ def render_server_config(
         "namespaceDefaults": {"archival": {"history": {"state": "disabled"}, "visibility": {"state": "disabled"}}},
         "dynamicConfigClient": {"filepath": dynamic_config_file, "pollInterval": "60s"},
     }
-    return "# stagecraft: rendered, do not edit\n" + yaml.safe_dump(document, sort_keys=False)
+    return "# stagecraft: rendered, do not edit\n" + yaml_io.dump(document)
 
 
 def server_command(config_dir: str) -> list[str]:
@@ -146,7 +146,7 @@ def render_ui_config(frontend: Endpoint, namespace: str, port: int = UI_PORT) ->
         "auth": {"enabled": False, "providers": []},
         "hideLogs": False,
     }
-    return "# stagecraft: rendered, do not edit\n" + yaml.safe_dump(document, sort_keys=False)
+    return "# stagecraft: rendered, do not edit\n" + yaml_io.dump(document)
 
 
 def render_schema_script(postgres: Endpoint, user: str, databases: Sequence[str]) -> str:
