@@ -869,6 +869,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         if not (project / "Pulumi.yaml").is_file():
             raise RollbackError(f"--project {project}: no Pulumi.yaml there; give the stagecraft checkout")
         stack_file = Path(args.config_file) if args.config_file else project / f"Pulumi.{args.stack}.yaml"
+        if not args.config_file and not stack_file.is_file():
+            known = ", ".join(
+                sorted(path.name[len("Pulumi.") : -len(".yaml")] for path in project.glob("Pulumi.*.yaml"))
+            )
+            raise RollbackError(
+                f"--stack {args.stack}: no {stack_file.name} in {project}; stacks here: {known or 'none'}"
+            )
         rollback = find_rollback(args.stack, stack_file, args.to)
         if args.plan:
             rollback.proof = prove(rollback, project)

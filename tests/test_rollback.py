@@ -288,6 +288,13 @@ def test_not_a_git_repository(tmp_path: Path) -> None:
     assert err.count("\n") == 1 and "not a git repository" in err
 
 
+def test_an_unknown_stack_names_the_known_ones() -> None:
+    code, _, err = cli("--stack", "nope")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"preflight rollback: --stack nope: no Pulumi.nope.yaml in {ROOT}; stacks here: ")
+    assert "staging" in err and "prod" in err
+
+
 def test_a_file_without_history(tmp_path: Path) -> None:
     repo = Repo(tmp_path / "repo", "staging")
     (repo.path / "README").write_text("x\n")
