@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from components.config import ConfigError, load_from_file
-from preflight import verify
+from preflight import rollback, verify
 from preflight.critical_path import critical_path, render_critical_path
 from preflight.engine import PROJECT_DIR, Plan, PlannedResource, ProgramError, Simulation, plan, stacks_in
 from preflight.isolation import compare
@@ -152,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     verify.add_arguments(verify_cmd)
+    rollback.add_parser(commands)
     return parser
 
 
@@ -361,6 +362,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     args.project = args.project.resolve()
     if args.command == "verify":
         return verify.run(args, out, err)
+    if args.command == "rollback":
+        return rollback.run(args, out, err)
     commands = {"plan": _cmd_plan, "policy": _cmd_policy, "isolation": _cmd_isolation, "check": _cmd_check}
     try:
         if not (args.project / "Pulumi.yaml").is_file():

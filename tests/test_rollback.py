@@ -20,6 +20,7 @@ from conftest import ROOT, require_tool
 
 from components.config import load_from_file
 from preflight import rollback
+from preflight.cli import main as preflight_main
 
 API = "ghcr.io/acme/api"
 WEB = "ghcr.io/acme/web"
@@ -101,15 +102,9 @@ def staging(tmp_path: Path) -> Repo:
 
 
 def cli(*argv: str) -> tuple[int, str, str]:
-    """`preflight rollback ...`, wired as preflight/cli.py wires it: a subcommand of a parser
-    with --project."""
-    parser = argparse.ArgumentParser(prog="preflight")
-    parser.add_argument("--project", type=Path, default=ROOT)
-    commands = parser.add_subparsers(dest="command", required=True)
-    rollback.add_parser(commands)
-    args = parser.parse_args(["rollback", *argv])
+    """`preflight rollback ...` through the preflight CLI itself."""
     out, err = io.StringIO(), io.StringIO()
-    code = rollback.run(args, out, err)
+    code = preflight_main(["rollback", *argv], out, err)
     return code, out.getvalue(), err.getvalue()
 
 
