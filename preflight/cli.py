@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -305,6 +303,10 @@ def _plan_and_judge(stack: str, path: Path, project: Path, port: int) -> tuple[P
 
 
 def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    # Only `check` forks; the other commands do not pay for importing this.
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     project = args.project
     stacks = stacks_in(project)
     if not stacks:

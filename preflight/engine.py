@@ -197,6 +197,26 @@ def _engine_environment(config: dict[str, str], secret_keys: list[str]) -> Itera
                 os.environ[key] = value
 
 
+@contextlib.contextmanager
+def _without_source_positions() -> Iterator[None]:
+    """For each resource the SDK walks the whole call stack to tell the engine where in the
+    program it was declared; only the engine's diagnostics use that, and the mock monitor drops
+    it. Skipping the walk saves about a tenth of a plan. (If the SDK moves this function, plans
+    simply keep walking.)"""
+    from pulumi.runtime import resource as sdk_resource
+    from pulumi.runtime.proto import source_pb2
+
+    original = getattr(sdk_resource, "_get_stack_trace", None)
+    if original is None:
+        yield
+        return
+    sdk_resource._get_stack_trace = source_pb2.StackTrace  # an empty trace
+    try:
+        yield
+    finally:
+        sdk_resource._get_stack_trace = original
+
+
 def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
     return project_dir / f"Pulumi.{stack}.yaml"
 
@@ -295,7 +315,7 @@ def _capture(
     )
     monitor = CapturingMonitor(mocks)
     try:
-        with _engine_environment(config, secret_keys):
+        with _engine_environment(config, secret_keys), _without_source_positions():
             pulumi.runtime.set_all_config(config, secret_keys)
             pulumi.runtime.set_mocks(
                 mocks, project=PROJECT_NAME, stack=stack, preview=simulation.preview, monitor=monitor
