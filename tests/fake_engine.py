@@ -5,10 +5,17 @@ It answers the endpoints `preflight verify` uses, shaped like Engine API v1.47 a
 (multiplexed stream), /networks, /networks/{id}, /volumes, and exec create/start/inspect, where
 the start answer streams Docker's multiplexed frames and the command's output comes from a
 handler the test chooses. Tests change the recorded documents to break the stack.
+
+The default exec handler answers the probes as the recorded stack would: a program the image
+lacks cannot run; a name resolves only on the networks the container shares with the target
+(its container name, aliases, DNS names), an address is reachable only on a shared network; and
+a connection succeeds only where something listens (Temporal's frontend on its fixed address
+alone, as the program configures it).
 """
 
 from __future__ import annotations
 
+import copy
 import http.server
 import itertools
 import json
@@ -21,7 +28,57 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from preflight.verify import probes
+
 ExecHandler = Callable[[str, list[str]], tuple[int, bytes, bytes]]
+
+
+# The programs on each image's PATH that the probes may ask for, by image repository.
+IMAGE_PROGRAMS: dict[str, frozenset[str]] = {
+    "postgres": frozenset({"bash", "sh", "env", "psql", "pg_isready"}),
+    "stagecraft/ops": frozenset({"bash", "sh", "env", "psql", "pg_isready", "python3", "redis-cli"}),
+    "redis": frozenset({"bash", "sh", "env", "redis-cli"}),
+    # A Rust server on a slim base: bash and grep, no python, curl or wget.
+    "chromadb/chroma": frozenset({"bash", "sh", "grep", "chroma"}),
+    # Alpine with bash and the temporal CLI.
+    "temporalio/server": frozenset({"bash", "sh", "wget", "temporal", "temporal-server"}),
+    "temporalio/admin-tools": frozenset({"bash", "sh", "temporal", "tctl"}),
+    "temporalio/ui": frozenset({"sh", "wget"}),
+    "nginx": frozenset({"sh", "wget", "nginx"}),
+    "prom/prometheus": frozenset({"sh", "wget", "promtool"}),
+    "prom/alertmanager": frozenset({"sh", "wget", "amtool"}),
+    "prom/node-exporter": frozenset({"sh", "wget"}),
+    "quay.io/prometheuscommunity/postgres-exporter": frozenset({"sh", "wget"}),
+    "oliver006/redis_exporter": frozenset({"sh", "wget"}),
+    "nginx/nginx-prometheus-exporter": frozenset(),  # FROM scratch: the exporter binary alone
+    "grafana/grafana": frozenset({"bash", "sh", "wget"}),
+    "ghcr.io/acme/api": frozenset({"bash", "sh", "python3", "curl"}),
+    "ghcr.io/acme/web": frozenset({"bash", "sh", "node", "curl"}),
+}
+# What listens, by service label: port -> "*" (every address of the container, loopback too),
+# "fixed" (only the address the container was given on a network, as Temporal's frontend) or
+# "loopback" (127.0.0.1 only: a server that is misconfigured for a container). Tests may change
+# a FakeEngine's own copy.
+LISTENERS: dict[str, dict[int, str]] = {
+    "postgres": {5432: "*"},
+    "redis": {6379: "*"},
+    "chroma": {8000: "*"},
+    "temporal": {7233: "fixed", 9090: "*"},
+    "api": {8001: "*"},
+    "prometheus": {9090: "*"},
+    "grafana": {3000: "*"},
+}
+LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def _repository(image: str) -> str:
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return name[: -(len(last) - last.index(":"))] if ":" in last else name
+
+
+def _is_ip(host: str) -> bool:
+    return re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3}){3}", host) is not None
 
 
 def frame(stream: int, data: bytes) -> bytes:
@@ -36,6 +93,7 @@ class FakeEngine:
         self.containers: list[dict[str, Any]] = self._load("containers.json")
         self.networks: list[dict[str, Any]] = self._load("networks.json")
         self.volumes: list[dict[str, Any]] = self._load("volumes.json")["Volumes"]
+        self.listeners = copy.deepcopy(LISTENERS)
         self.exec_handler: ExecHandler = self.stack_exec
         self.execs: list[tuple[str, list[str]]] = []
         self._exec_state: dict[str, dict[str, Any]] = {}
@@ -72,18 +130,97 @@ class FakeEngine:
                 return c
         return None
 
-    def stack_exec(self, container: str, argv: list[str]) -> tuple[int, bytes, bytes]:
+    # The stack's answers to probes --------------------------------------------------------
+
+    def programs(self, container: dict[str, Any]) -> frozenset[str]:
+        return IMAGE_PROGRAMS.get(_repository(container["Config"]["Image"]), frozenset())
+
+    def _endpoints(self, container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The container's live attachments (a stopped container has no address)."""
+        if not container["State"]["Running"]:
+            return {}
+        networks = container["NetworkSettings"]["Networks"] or {}
+        return {name: e for name, e in networks.items() if e and e.get("IPAddress")}
+
+    def resolve(self, source: dict[str, Any], host: str) -> tuple[dict[str, Any], str] | None:
+        """The container and address ``host`` reaches from ``source``: loopback is the source
+        itself; a name or an address only on a network both are attached to."""
+        if host in LOOPBACK:
+            return source, "127.0.0.1"
+        for network in sorted(self._endpoints(source)):
+            for target in self.containers:
+                endpoint = self._endpoints(target).get(network)
+                if endpoint is None:
+                    continue
+                names = {
+                    target["Name"].lstrip("/"),
+                    *(endpoint.get("Aliases") or []),
+                    *(endpoint.get("DNSNames") or []),
+                }
+                if host == endpoint["IPAddress"] or (not _is_ip(host) and host in names):
+                    return target, endpoint["IPAddress"]
+        return None
+
+    def connect(self, source: dict[str, Any], host: str, port: int) -> str | None:
+        """None if a connection from ``source`` to ``host:port`` succeeds, else why not."""
+        found = self.resolve(source, host)
+        if found is None:
+            return "Connection timed out" if _is_ip(host) else "Name or service not known"
+        target, address = found
+        bind = self.listeners.get(target["Config"]["Labels"].get("service", ""), {}).get(port)
+        fixed = {
+            (e.get("IPAMConfig") or {}).get("IPv4Address") for e in target["NetworkSettings"]["Networks"].values() if e
+        }
+        if bind == "*" or (bind == "fixed" and address in fixed) or (bind == "loopback" and address in LOOPBACK):
+            return None
+        return "Connection refused"
+
+    def stack_exec(self, name: str, argv: list[str]) -> tuple[int, bytes, bytes]:
         """What the stack's containers answer to the probes verify runs over exec."""
-        if argv[0] == "wget" and argv[-1].endswith("/api/v1/targets?state=active"):
-            return 0, (self.data / "prometheus-targets.json").read_bytes(), b""
-        if argv[0] == "wget" and argv[-1].endswith("/api/v1/rules"):
-            return 0, (self.data / "prometheus-rules.json").read_bytes(), b""
-        if argv[0] == "wget" and argv[-1].endswith(":3000/api/health"):
-            return 0, (self.data / "grafana-health.json").read_bytes(), b""
+        container = self.find(name)
+        assert container is not None, name
+        if argv[0] not in self.programs(container):
+            return (
+                126,
+                b"",
+                f"OCI runtime exec failed: exec failed: unable to start container process: exec: "
+                f'"{argv[0]}": executable file not found in $PATH: unknown\n'.encode(),
+            )
+        if argv[0] == "wget":
+            url = urlsplit(argv[-1])
+            refused = self.connect(container, url.hostname or "", url.port or 80)
+            if refused:
+                return 1, b"", f"wget: can't connect to remote host: {refused}\n".encode()
+            documents = {
+                "/api/v1/targets": "prometheus-targets.json",
+                "/api/v1/rules": "prometheus-rules.json",
+                "/api/health": "grafana-health.json",
+            }
+            if url.path in documents:
+                return 0, (self.data / documents[url.path]).read_bytes(), b""
+            return 1, b"", b"wget: server returned error: HTTP/1.1 404 Not Found\n"
         if argv[:4] == ["temporal", "operator", "cluster", "health"]:
+            host, _, port = argv[argv.index("--address") + 1].rpartition(":")
+            refused = self.connect(container, host, int(port))
+            if refused:
+                return 1, b"", f"Error: unable to health check: dial tcp {host}:{port}: {refused.lower()}\n".encode()
             return 0, b"SERVING\n", b""
         if argv[0] == "python3" and "create_connection" in argv[2]:
+            refused = self.connect(container, argv[3], int(argv[4]))
+            if refused:
+                return 1, b"", f"OSError: [Errno 111] {refused}\n".encode()
             return 0, b"connected\n", b""
+        if argv[0] == "bash" and argv[2] in (probes.BASH_TCP_CONNECT, probes.BASH_HTTP_GET):
+            host, port = argv[4], int(argv[5])
+            refused = self.connect(container, host, port)
+            if refused:
+                return 7, b"", f"bash: connect: {refused}\nbash: line 1: /dev/tcp/{host}/{port}: {refused}\n".encode()
+            if argv[2] == probes.BASH_TCP_CONNECT:
+                return 0, b"connected\n", b""
+            target, _ = self.resolve(container, host) or (container, "")
+            if target["Config"]["Labels"].get("service") == "chroma" and argv[6] == "/api/v2/heartbeat":
+                return 0, (self.data / "chroma-heartbeat.http").read_bytes(), b""
+            return 0, b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", b""
         return 126, b"", f"OCI runtime exec failed: {argv[0]}: not faked\n".encode()
 
     # The API -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import yaml
 from conftest import ROOT, free_port, require_tool, wait_for_port
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -39,7 +40,7 @@ from components.services.redis import ACL_RULES, render_acl, render_redis_conf
 from preflight.cli import main
 from preflight.verify import http_checks, probes
 from preflight.verify.checks import CATEGORIES, REGISTRY, Result, run_checks, select
-from preflight.verify.container_checks import secret_looking, secret_variables
+from preflight.verify.container_checks import is_root, secret_looking, secret_variables
 from preflight.verify.context import Context
 from preflight.verify.docker_api import demultiplex
 from preflight.verify.http_checks import expected_redirect, judge_latency, p95, rate_limit_budget
@@ -560,14 +561,12 @@ def test_grafana_through_the_proxy(proxy: RunningProxy) -> None:
 
 
 def test_all_proxy_checks_in_one_run_stay_under_the_rate_limit(proxy: RunningProxy) -> None:
-    """The whole HTTP side in registry order, as a deploy runs it: nothing but the known
-    defects fails, and no request before the rate-limit probe is answered 429."""
-    known_defects = {"http-redirect", "unknown-host-http", "blocked-paths"}
+    """The whole HTTP side in registry order, as a deploy runs it, against the program's own
+    proxy config: everything passes, and no request before the rate-limit probe is answered 429."""
     http_side = [c for c in REGISTRY if c.run.__module__ == "preflight.verify.http_checks"]
     assert {c.category for c in http_side} >= {"connectivity", "security headers", "performance"}
     results = run_checks(proxy.context(), http_side)
-    bad = [f"{r.name}: {r.detail}" for r in results if r.status != "pass" and r.name not in known_defects]
-    assert not bad, bad
+    assert_all_pass(results)
     assert not any(re.search(r"\b429\b", r.detail) for r in results if r.name != "rate-limit")
 
 
@@ -708,6 +707,17 @@ def probed(postgres: int, redis: int, chroma: int, tmp_path: Path) -> Probed:
     return Probed(context(document, executor_override=lambda service: recorder), recorder, tmp_path)
 
 
+def probed_document(probed: Probed) -> dict[str, Any]:
+    """The outputs ``probed`` runs against (the servers here, the password files in tmp)."""
+    document = outputs()
+    document["verify"].update(
+        probed.ctx.targets.model_dump(
+            by_alias=True, include={"services", "postgres_port", "redis_port", "chroma_port", "probe"}
+        )
+    )
+    return document
+
+
 PROBE_CHECKS = (
     "postgres-ready",
     "app-database",
@@ -810,7 +820,64 @@ def test_chroma_without_heartbeat_fails(probed: Probed, monkeypatch: pytest.Monk
     monkeypatch.setattr(_Chroma, "answer", (410, b'{"error": "Unimplemented"}'))
     results = run(probed.ctx, "chroma-heartbeat")
     assert statuses(results) == {"chroma-heartbeat": {"fail"}}
-    assert "HTTP Error 410" in results[0].detail
+    assert results[0].detail.endswith('HTTP 410, expected 200 ({"error": "Unimplemented"})')
+    monkeypatch.setattr(_Chroma, "answer", (503, b'{"nanosecond heartbeat": 1732612345678901234}'))
+    results = run(probed.ctx, "chroma-heartbeat")
+    assert statuses(results) == {"chroma-heartbeat": {"fail"}}
+    assert "HTTP 503, expected 200" in results[0].detail
+    monkeypatch.setattr(_Chroma, "answer", (200, b'{"status": "ok"}'))
+    results = run(probed.ctx, "chroma-heartbeat")
+    assert statuses(results) == {"chroma-heartbeat": {"fail"}}
+    assert results[0].detail.endswith('HTTP 200 without a heartbeat ({"status": "ok"})')
+
+
+@pytest.fixture
+def bash_only(tmp_path: Path) -> LocalExecutor:
+    """An executor whose PATH holds bash and nothing else, like Chroma's image holds no python,
+    curl, wget (nor, for all the probes may assume, cat or timeout)."""
+    bin_dir = tmp_path / "bash-only"
+    bin_dir.mkdir()
+    (bin_dir / "bash").symlink_to(require_tool("bash"))
+    return LocalExecutor(env={"PATH": str(bin_dir)})
+
+
+def test_chroma_heartbeat_through_bash_alone_against_a_real_server(
+    bash_only: LocalExecutor, probed: Probed, chroma: int
+) -> None:
+    """The probe as the chroma container runs it: bash's /dev/tcp, HTTP/1.0, the status line
+    and the JSON body parsed here."""
+    ctx = context(probed_document(probed), executor_override=lambda service: bash_only)
+    results = run(ctx, "chroma-heartbeat")
+    assert_all_pass(results)
+    assert results[0].detail == (
+        f"http://127.0.0.1:{chroma}/api/v2/heartbeat from this machine: heartbeat 1732612345678901234"
+    )
+    raw = bash_only.run(probes.bash_http_get("127.0.0.1", chroma, "/api/v2/heartbeat", 5), 10)
+    assert raw.ok and raw.stdout.startswith("HTTP/1.0 200 OK")
+    assert probes.parse_http_response(raw.stdout) == probes.HttpAnswer(
+        200, '{"nanosecond heartbeat": 1732612345678901234}'
+    )
+
+
+def test_bash_tcp_probe_connects_or_says_why_not(bash_only: LocalExecutor, postgres: int) -> None:
+    assert bash_only.run(probes.bash_tcp_connect("127.0.0.1", postgres), 10) == ProbeResult(0, "connected\n", "")
+    refused = bash_only.run(probes.bash_tcp_connect("127.0.0.1", free_port()), 10)
+    assert refused.exit_code == 7 and refused.summary().endswith("Connection refused")
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "body"),
+    [
+        ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}", 200, "{}"),
+        ("HTTP/1.0 410 Gone\nServer: x\n\ngone", 410, "gone"),
+        ("HTTP/1.1 204\r\n\r\n", 204, ""),
+        ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n", 200, ""),  # cut off before the body
+        ("", None, ""),
+        ("SSH-2.0-OpenSSH_9.2\r\n", None, ""),
+    ],
+)
+def test_raw_http_responses_are_parsed(raw: str, status: int | None, body: str) -> None:
+    assert probes.parse_http_response(raw) == probes.HttpAnswer(status, body)
 
 
 def test_nothing_listening_fails_the_probes(probed: Probed) -> None:
@@ -827,13 +894,29 @@ def test_nothing_listening_fails_the_probes(probed: Probed) -> None:
 # --------------------------------------------------------------------------------------------
 # The Docker Engine API: recorded answers of the staging stack, through the real docker library
 
-API = "acme-staging-api-2-14-0-rc-1"  # a release suffix: found by its labels, not its name
-# Checks that only need the Engine (the database probes need real servers: see above).
+
+def _recorded_service(service: str) -> str:
+    """The recorded container of a service (API and web carry a release suffix: found by their
+    labels, not their stable name)."""
+    containers = json.loads((DATA / "engine" / "containers.json").read_text())
+    (name,) = [
+        c["Name"].lstrip("/")
+        for c in containers
+        if c["Config"]["Labels"].get("service") == service and c["Config"]["Labels"].get("role") != "files-carrier"
+    ]
+    return name
+
+
+API = _recorded_service("api")
+WEB = _recorded_service("web")
+TEMPORAL_ADDRESS = outputs()["verify"]["temporal_address"]
+TEMPORAL_HOST = TEMPORAL_ADDRESS.rsplit(":", 1)[0]
+# Checks that only need the Engine (the database and Redis probes need real servers: see above).
 ENGINE_CHECKS = [
     c.name
     for c in REGISTRY
     if c.run.__module__ != "preflight.verify.http_checks"
-    and c.category not in ("database", "Redis", "Chroma", "data persistence")
+    and c.category not in ("database", "Redis", "data persistence")
 ]
 
 
@@ -844,8 +927,8 @@ def engine() -> Iterator[FakeEngine]:
     fake.stop()
 
 
-def engine_context(engine: FakeEngine, timeout: float = 5.0) -> Context:
-    return context(outputs(), docker_host=engine.url, timeout=timeout)
+def engine_context(engine: FakeEngine, timeout: float = 5.0, document: dict[str, Any] | None = None) -> Context:
+    return context(document or outputs(), docker_host=engine.url, timeout=timeout)
 
 
 def test_healthy_stack_passes_every_engine_check(engine: FakeEngine) -> None:
@@ -855,6 +938,7 @@ def test_healthy_stack_passes_every_engine_check(engine: FakeEngine) -> None:
         "connectivity",
         "health endpoints",
         "integration",
+        "Chroma",
         "container health",
         "monitoring stack",
         "environment variables",
@@ -862,24 +946,46 @@ def test_healthy_stack_passes_every_engine_check(engine: FakeEngine) -> None:
     }
     detail = {r.name: r.detail for r in results}
     assert detail["docker-engine"] == f"{engine.url}: Docker Engine 27.5.1, API 1.47"
-    # 13 of this stack's containers; the prod stack's Postgres on the same host is not one of them.
-    assert detail["labels"] == "13 containers carry the stack's labels"
-    assert detail["prometheus-targets"] == "7 targets up (api, grafana, node, postgres, prometheus, redis, temporal)"
-    # Each probe ran where it belongs.
+    # Every container of this stack, files carriers included; the prod stack's Postgres on the
+    # same host is not one of them.
+    assert detail["labels"] == "41 containers carry the stack's labels"
+    assert detail["services-running"] == "16 service containers running"
+    assert detail["jobs-completed"] == "7 one-shot jobs exited with 0"
+    assert detail["non-root"] == (
+        "21 containers run as non-root users; acme-staging-chroma-volume-owner, acme-staging-ops-volume-owner "
+        "as root with CHOWN alone and no network"
+    )
+    assert detail["published-ports"] == "only the proxy publishes ports"
+    assert detail["prometheus-targets"] == (
+        "9 targets up (alertmanager, api, grafana, nginx, node, postgres, prometheus, redis, temporal)"
+    )
+    # Each probe ran where the topology lets it: ops (data network) for Postgres and Redis;
+    # Chroma's and Temporal's own containers (bash) for what ops shares no network with.
     ran = {(name, argv[0]) for name, argv in engine.execs}
     assert ran == {
         ("acme-staging-prometheus", "wget"),
         ("acme-staging-grafana", "wget"),
         ("acme-staging-temporal", "temporal"),
+        ("acme-staging-temporal", "bash"),
+        ("acme-staging-chroma", "bash"),
         ("acme-staging-ops", "python3"),
     }
-    reached = sorted(f"{argv[3]}:{argv[4]}" for name, argv in engine.execs if argv[0] == "python3")
-    assert reached == [
-        "acme-staging-chroma:8000",
-        "acme-staging-postgres:5432",
-        "acme-staging-redis:6379",
-        "acme-staging-temporal:7233",
+    connects = sorted(
+        (name, f"{argv[-3]}:{argv[-2]}" if argv[0] == "python3" else f"{argv[4]}:{argv[5]}")
+        for name, argv in engine.execs
+        if argv[0] in ("python3", "bash")
+    )
+    assert connects == [
+        ("acme-staging-chroma", "acme-staging-chroma:8000"),  # the heartbeat
+        ("acme-staging-chroma", "acme-staging-chroma:8000"),  # the API's dependency
+        ("acme-staging-ops", "acme-staging-postgres:5432"),
+        ("acme-staging-ops", "acme-staging-redis:6379"),
+        ("acme-staging-temporal", TEMPORAL_ADDRESS),
     ]
+    assert detail["chroma-heartbeat"] == (
+        "http://acme-staging-chroma:8000/api/v2/heartbeat from container acme-staging-chroma: "
+        "heartbeat 1764153735123456789"
+    )
 
 
 def _set(document: dict[str, Any], path: str, value: Any) -> None:
@@ -887,6 +993,18 @@ def _set(document: dict[str, Any], path: str, value: Any) -> None:
     for key in parents:
         document = document[key]
     document[last] = value
+
+
+def _move(container: dict[str, Any], network: str, address: str) -> None:
+    """Give ``container`` another fixed address on ``network`` (as a changed subnet would)."""
+    endpoint = container["NetworkSettings"]["Networks"][network]
+    endpoint.update(IPAddress=address, IPAMConfig={"IPv4Address": address})
+
+
+def _publish(container: dict[str, Any], port: str, host_ip: str, host_port: str) -> None:
+    binding = {"HostIp": host_ip, "HostPort": host_port}
+    container["HostConfig"]["PortBindings"][port] = [binding]
+    container["NetworkSettings"]["Ports"][port] = [binding]
 
 
 # (what breaks, how, the checks that then fail (the first names the container), its message)
@@ -901,9 +1019,9 @@ BREAKAGES: list[tuple[str, Callable[[FakeEngine], None], str, str]] = [
     ),
     (
         "stopped",
-        lambda e: e.container("acme-staging-web")["State"].update(Status="exited", Running=False, ExitCode=137),
+        lambda e: e.container(WEB)["State"].update(Status="exited", Running=False, ExitCode=137),
         "services-running",
-        "acme-staging-web: exited (exit code 137), expected running",
+        f"{WEB}: exited (exit code 137), expected running",
     ),
     (
         "label missing",
@@ -931,11 +1049,11 @@ BREAKAGES: list[tuple[str, Callable[[FakeEngine], None], str, str]] = [
     ),
     (
         "foreign network",
-        lambda e: e.container("acme-staging-web")["NetworkSettings"]["Networks"].update(
+        lambda e: e.container(WEB)["NetworkSettings"]["Networks"].update(
             {"acme-prod-data": e.container("acme-prod-postgres")["NetworkSettings"]["Networks"]["acme-prod-data"]}
         ),
         "isolation-networks",
-        "acme-staging-web: attached to acme-prod-data, which is not this stack's (by name and labels)",
+        f"{WEB}: attached to acme-prod-data, which is not this stack's (by name and labels)",
     ),
     (
         "foreign volume",
@@ -955,9 +1073,9 @@ BREAKAGES: list[tuple[str, Callable[[FakeEngine], None], str, str]] = [
     ),
     (
         "secret in env",
-        lambda e: e.container("acme-staging-web")["Config"]["Env"].append("SESSION_SECRET=hunter2hunter2"),
+        lambda e: e.container(WEB)["Config"]["Env"].append("SESSION_SECRET=hunter2hunter2"),
         "no-secret-values",
-        "acme-staging-web: SESSION_SECRET set to a value (deliver it as a file, *_FILE)",
+        f"{WEB}: SESSION_SECRET set to a value (deliver it as a file, *_FILE)",
     ),
     (
         "wrong APP_ENV",
@@ -997,9 +1115,51 @@ BREAKAGES: list[tuple[str, Callable[[FakeEngine], None], str, str]] = [
     ),
     (
         "api cut off from chroma",
-        lambda e: e.container(API)["NetworkSettings"]["Networks"].pop("acme-staging-data"),
+        lambda e: e.container(API)["NetworkSettings"]["Networks"].pop("acme-staging-chroma"),
         "api-dependencies",
         f"{API} shares no network with acme-staging-chroma",
+    ),
+    (
+        # The API still shares data and monitoring with Temporal, but the address it dials is on
+        # the temporal network alone.
+        "api off the temporal network",
+        lambda e: e.container(API)["NetworkSettings"]["Networks"].pop("acme-staging-temporal"),
+        "api-dependencies",
+        f"{API} is not on acme-staging-temporal, where acme-staging-temporal answers to {TEMPORAL_HOST}",
+    ),
+    (
+        "temporal moved to another address",
+        lambda e: _move(e.container("acme-staging-temporal"), "acme-staging-temporal", "10.210.5.11"),
+        "temporal-frontend api-dependencies",
+        f"frontend {TEMPORAL_ADDRESS} from container acme-staging-temporal: exit 1: Error: unable to health check",
+    ),
+    (
+        "chroma listening on loopback only",
+        lambda e: e.listeners["chroma"].update({8000: "loopback"}),
+        "chroma-heartbeat api-dependencies",
+        "http://acme-staging-chroma:8000/api/v2/heartbeat from container acme-staging-chroma: no HTTP answer "
+        "(exit 7: bash: line 1: /dev/tcp/acme-staging-chroma/8000: Connection refused)",
+    ),
+    (
+        "service as root",
+        lambda e: e.container("acme-staging-redis")["Config"].update(User=""),
+        "non-root",
+        "acme-staging-redis: runs as root (user unset)",
+    ),
+    (
+        "volume owner beyond its design",
+        lambda e: e.container("acme-staging-chroma-volume-owner")["HostConfig"].update(
+            NetworkMode="acme-staging-chroma", CapAdd=["CHOWN", "DAC_OVERRIDE"]
+        ),
+        "non-root",
+        "acme-staging-chroma-volume-owner: a root volume-owner job with network mode 'acme-staging-chroma' "
+        "(want 'none'); capabilities DAC_OVERRIDE beyond CHOWN",
+    ),
+    (
+        "debug port on every interface",
+        lambda e: _publish(e.container("acme-staging-temporal-ui"), "8080/tcp", "0.0.0.0", "18088"),
+        "published-ports",
+        "acme-staging-temporal-ui: 8080/tcp published on 0.0.0.0:18088, not on 127.0.0.1 (a debug port)",
     ),
 ]
 
@@ -1018,11 +1178,10 @@ def test_a_broken_stack_fails_the_check_naming_the_container(
 
 
 def test_unlabelled_container_is_found_by_name_and_fails_the_label_check(engine: FakeEngine) -> None:
-    web = engine.container("acme-staging-web")
-    web["Config"]["Labels"] = {}
-    results = run(engine_context(engine), "services-running", "labels", "app-env")
-    assert statuses(results) == {"services-running": {"pass"}, "labels": {"fail"}, "app-env": {"pass"}}
-    assert any(d.startswith("acme-staging-web: app=None") for d in failures(results, "labels"))
+    engine.container("acme-staging-redis")["Config"]["Labels"] = {}
+    results = run(engine_context(engine), "services-running", "labels")
+    assert statuses(results) == {"services-running": {"pass"}, "labels": {"fail"}}
+    assert any(d.startswith("acme-staging-redis: app=None") for d in failures(results, "labels"))
 
 
 def test_service_without_labels_or_its_name_is_missing(engine: FakeEngine) -> None:
@@ -1080,6 +1239,65 @@ def test_engine_that_never_answers_fails_within_the_timeout(tmp_path: Path) -> N
     assert all("no answer within 1s" in r.detail or "timed out" in r.detail for r in results), results
 
 
+def test_temporal_frontend_is_asked_at_the_address_it_binds(engine: FakeEngine) -> None:
+    results = run(engine_context(engine), "temporal-frontend")
+    assert_all_pass(results)
+    assert results[0].detail == f"frontend {TEMPORAL_ADDRESS} from container acme-staging-temporal: SERVING"
+    health = ["temporal", "operator", "cluster", "health", "--address", TEMPORAL_ADDRESS]
+    assert engine.execs == [("acme-staging-temporal", health)]
+    # The frontend binds that one address: asked on loopback, it would not answer.
+    code, _, err = engine.stack_exec("acme-staging-temporal", probes.temporal_cluster_health("127.0.0.1:7233"))
+    assert code == 1 and b"connection refused" in err
+
+
+def test_dependency_probes_run_where_the_topology_allows(engine: FakeEngine) -> None:
+    """ops probes what it shares a network with; Chroma and Temporal, which it does not, are
+    probed from their own containers with bash. A stopped ops fails only its own probes."""
+    results = run(engine_context(engine), "api-dependencies")
+    assert [r.detail for r in results] == [
+        f"{API} -> acme-staging-postgres:5432 over acme-staging-data: connected from container acme-staging-ops "
+        "(python3)",
+        f"{API} -> acme-staging-redis:6379 over acme-staging-data: connected from container acme-staging-ops (python3)",
+        f"{API} -> acme-staging-chroma:8000 over acme-staging-chroma: connected from container acme-staging-chroma "
+        "(bash)",
+        f"{API} -> {TEMPORAL_ADDRESS} over acme-staging-temporal: connected from container acme-staging-temporal "
+        "(bash)",
+    ]
+    engine.execs.clear()
+    engine.container("acme-staging-ops")["State"].update(Status="exited", Running=False, ExitCode=0)
+    results = run(engine_context(engine), "api-dependencies")
+    assert [r.status for r in results] == ["fail", "fail", "pass", "pass"]
+    assert failures(results, "api-dependencies") == [
+        "acme-staging-postgres:5432: cannot probe: acme-staging-ops (service ops) is exited, not running",
+        "acme-staging-redis:6379: cannot probe: acme-staging-ops (service ops) is exited, not running",
+    ]
+    assert {name for name, _ in engine.execs} == {"acme-staging-chroma", "acme-staging-temporal"}
+
+
+def test_the_fake_engine_runs_only_what_each_image_has(engine: FakeEngine) -> None:
+    """The recorded stack answers as its images would: python3 is not in Chroma's image, so a
+    probe that asked for it there would fail (which is why the checks use bash there)."""
+    chroma = engine.container("acme-staging-chroma")
+    code, _, err = engine.stack_exec("acme-staging-chroma", probes.python_tcp_connect("acme-staging-chroma", 8000, 5))
+    assert code == 126 and b'"python3": executable file not found' in err
+    assert "python3" not in engine.programs(chroma) and "bash" in engine.programs(chroma)
+
+
+def test_a_loopback_debug_port_is_fine_in_staging_and_refused_in_prod(engine: FakeEngine) -> None:
+    _publish(engine.container("acme-staging-temporal-ui"), "8080/tcp", "127.0.0.1", "18088")
+    results = run(engine_context(engine), "published-ports", "proxy-health-private")
+    assert_all_pass(results)
+    assert results[0].detail == (
+        "only the proxy publishes ports; debug ports on loopback: acme-staging-temporal-ui 8080/tcp on 127.0.0.1:18088"
+    )
+    document = outputs()
+    document["verify"]["environment"] = document["verify"]["labels"]["environment"] = "prod"
+    results = run(engine_context(engine, document=document), "published-ports")
+    assert failures(results, "published-ports") == [
+        "acme-staging-temporal-ui: 8080/tcp published on 127.0.0.1:18088; in prod only the proxy publishes"
+    ]
+
+
 def test_multiplexed_stream_is_split_and_a_tty_stream_kept_whole() -> None:
     stream = frame(1, b"out-1 ") + frame(2, b"err") + frame(1, b"out-2")
     assert demultiplex(stream) == (b"out-1 out-2", b"err")
@@ -1115,6 +1333,28 @@ def test_multiplexed_stream_is_split_and_a_tty_stream_kept_whole() -> None:
 )
 def test_secret_looking_names(name: str, secret: bool) -> None:
     assert secret_looking(name) is secret
+
+
+def test_a_credentials_file_path_is_not_a_secret_but_inline_credentials_are() -> None:
+    assert secret_variables(["GOOGLE_APPLICATION_CREDENTIALS=/run/stagecraft/secrets/gcp-key.json"]) == []
+    inline = 'GOOGLE_APPLICATION_CREDENTIALS={"type": "service_account", "private_key": "..."}'
+    assert secret_variables([inline]) == ["GOOGLE_APPLICATION_CREDENTIALS"]
+
+
+@pytest.mark.parametrize(
+    ("user", "root"),
+    [
+        ("", True),
+        ("0", True),
+        ("root", True),
+        ("0:0", True),
+        ("root:root", True),
+        ("999:999", False),
+        ("nobody", False),
+    ],
+)
+def test_root_users(user: str, root: bool) -> None:
+    assert is_root(user) is root
 
 
 def test_a_flag_or_an_empty_value_is_not_a_secret() -> None:
@@ -1188,5 +1428,128 @@ def test_the_recorded_outputs_match_the_staging_stack_file(configs: dict[str, An
     assert verify["labels"] == naming.labels()
     assert verify["name_prefix"] == naming.prefix + "-"
     assert verify["services"] == {service: naming.container(service) for service in verify["services"]}
-    assert verify["networks"] == [naming.network(p) for p in ("edge", "app", "data", "monitoring")]
     assert verify["databases"]["app"] == naming.database()
+
+
+# --------------------------------------------------------------------------------------------
+# The recordings are the program's own staging plan: they cannot drift apart silently
+
+CONTAINER = "docker:index/container:Container"
+
+
+def _plan_labels(resource: Any) -> dict[str, str]:
+    return {item["label"]: item["value"] for item in resource.inputs.get("labels") or []}
+
+
+def _carrier_upload(plan: Any, container: str, path: str) -> str:
+    (carrier,) = [c for c in plan.by_type(CONTAINER) if c.inputs["name"] == container]
+    return next(u["content"] for u in carrier.inputs["uploads"] if u["file"] == path)
+
+
+def test_the_recorded_outputs_are_the_program_s_outputs(plans: dict[str, Any]) -> None:
+    """outputs-staging.json is `pulumi stack output --json` of the staging plan (the CA is a real
+    certificate here; the mock engine's is a placeholder)."""
+    program = json.loads(json.dumps(plans["staging"].outputs))
+    recorded = outputs()
+    assert {k: v for k, v in recorded.items() if k != "tls_ca_certificate"} == {
+        k: v for k, v in program.items() if k != "tls_ca_certificate"
+    }
+
+
+def test_the_program_s_own_outputs_pass_every_engine_check_against_the_recording(
+    plans: dict[str, Any], engine: FakeEngine
+) -> None:
+    """Targets built from the plan's outputs, checked against the recorded Engine: every check
+    that needs no live server (the Engine, the probes' answers) passes."""
+    document = json.loads(json.dumps(plans["staging"].outputs))
+    document["tls_ca_certificate"] = outputs()["tls_ca_certificate"]
+    assert_all_pass(run(engine_context(engine, document=document), *ENGINE_CHECKS))
+
+
+def test_the_recorded_engine_mirrors_the_staging_plan(plans: dict[str, Any]) -> None:
+    """Each of the plan's containers is recorded with its labels, user, environment, healthcheck,
+    mounts, networks, aliases, fixed addresses, capabilities, ports, log options and state; the
+    plan's networks and volumes exist as planned; the one other container is the prod stack's
+    Postgres on its own network; Prometheus's targets and rules are the rendered ones. After a
+    change to the program: `venv/bin/python tests/data/verify/record_engine.py`, then review."""
+    plan = plans["staging"]
+    engine_dir = DATA / "engine"
+    recorded = {c["Name"].lstrip("/"): c for c in json.loads((engine_dir / "containers.json").read_text())}
+    planned = {c.inputs["name"]: c for c in plan.by_type(CONTAINER)}
+    ours = {n for n, c in recorded.items() if c["Config"]["Labels"].get("stack") == "staging"}
+    assert ours == set(planned)
+    assert set(recorded) - ours == {"acme-prod-postgres"}
+    prod = recorded["acme-prod-postgres"]
+    assert prod["Config"]["Labels"]["stack"] == "prod" and set(prod["NetworkSettings"]["Networks"]) == {
+        "acme-prod-data"
+    }
+
+    for name, resource in planned.items():
+        i, doc = resource.inputs, recorded[name]
+        config, host = doc["Config"], doc["HostConfig"]
+        labels = _plan_labels(resource)
+        assert config["Labels"] == labels, name
+        assert config["User"] == i["user"], name
+        assert set(i.get("envs") or []) <= set(config["Env"]), name
+        assert (config["Healthcheck"] or {}).get("Test") == (i.get("healthcheck") or {}).get("tests"), name
+        if i.get("entrypoints"):
+            assert config["Entrypoint"] == i["entrypoints"], name
+        if i.get("command"):
+            assert config["Cmd"] == i["command"], name
+        named = {
+            (m["Name"], m["Destination"], m["RW"])
+            for m in doc["Mounts"]
+            if not re.fullmatch(r"[0-9a-f]{64}", m["Name"])
+        }
+        assert named == {(m["source"], m["target"], not m.get("readOnly", False)) for m in i.get("mounts") or []}, name
+        attachments = {a["name"]: a for a in i.get("networksAdvanced") or []}
+        networks = doc["NetworkSettings"]["Networks"]
+        assert set(networks) == (set(attachments) or {"none"}), name
+        for network, attachment in attachments.items():
+            assert networks[network]["Aliases"] == attachment.get("aliases"), (name, network)
+            static = (networks[network]["IPAMConfig"] or {}).get("IPv4Address")
+            assert static == attachment.get("ipv4Address"), (name, network)
+        assert host["NetworkMode"] == (i.get("networkMode") or next(iter(attachments), "none")), name
+        capabilities = i.get("capabilities") or {}
+        assert (host["CapAdd"], host["CapDrop"]) == (capabilities.get("adds"), capabilities.get("drops")), name
+        assert host["Privileged"] is bool(i.get("privileged")) and host["ReadonlyRootfs"] is bool(i.get("readOnly"))
+        published = {
+            f"{p['internal']}/tcp": [{"HostIp": p["ip"], "HostPort": str(p["external"])}] for p in i.get("ports") or []
+        }
+        assert host["PortBindings"] == published, name
+        if labels.get("role") == "files-carrier":
+            assert doc["State"]["Status"] == "created", name
+            continue
+        assert host["LogConfig"] == {"Type": i["logDriver"], "Config": i["logOpts"]}, name
+        assert host["RestartPolicy"]["Name"] == i["restart"], name
+        state = doc["State"]
+        if i["mustRun"]:
+            assert state["Running"] and state.get("Health", {}).get("Status", "healthy") == "healthy", name
+        else:
+            assert (state["Status"], state["ExitCode"]) == ("exited", 0), name
+
+    networks = {n["Name"]: n for n in json.loads((engine_dir / "networks.json").read_text())}
+    planned_networks = {n.inputs["name"]: n for n in plan.by_type("docker:index/network:Network")}
+    assert {n for n in networks if n.startswith("acme-staging-")} == set(planned_networks)
+    for name, resource in planned_networks.items():
+        ipam = [{"Subnet": c["subnet"], "Gateway": c["gateway"]} for c in resource.inputs["ipamConfigs"]]
+        assert networks[name]["IPAM"]["Config"] == ipam, name
+        assert networks[name]["Internal"] is resource.inputs["internal"], name
+        assert networks[name]["Labels"] == _plan_labels(resource), name
+    volumes = {v["Name"]: v for v in json.loads((engine_dir / "volumes.json").read_text())["Volumes"]}
+    planned_volumes = {v.inputs["name"]: v for v in plan.by_type("docker:index/volume:Volume")}
+    assert {v for v in volumes if v.startswith("acme-staging-")} == set(planned_volumes)
+    assert all(volumes[name]["Labels"] == _plan_labels(v) for name, v in planned_volumes.items())
+
+    scrape = yaml.safe_load(
+        _carrier_upload(plan, "acme-staging-prometheus-files", "/run/stagecraft/config/prometheus.yml")
+    )
+    targets = json.loads((engine_dir / "prometheus-targets.json").read_text())["data"]["activeTargets"]
+    assert {(t["labels"]["job"], t["labels"]["instance"]) for t in targets} == {
+        (job["job_name"], target) for job in scrape["scrape_configs"] for target in job["static_configs"][0]["targets"]
+    }
+    alerts = yaml.safe_load(_carrier_upload(plan, "acme-staging-prometheus-files", "/run/stagecraft/config/alerts.yml"))
+    groups = json.loads((engine_dir / "prometheus-rules.json").read_text())["data"]["groups"]
+    assert [(g["name"], [r["name"] for r in g["rules"]]) for g in groups] == [
+        (g["name"], [r["alert"] for r in g["rules"]]) for g in alerts["groups"]
+    ]

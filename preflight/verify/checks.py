@@ -131,6 +131,18 @@ REGISTRY: tuple[Check, ...] = (
         "no container is privileged or shares the host's namespaces",
         cc.check_not_privileged,
     ),
+    _c(
+        "container health",
+        "non-root",
+        "every container runs as a non-root user, but the volume-owner jobs (root, CHOWN alone, no network)",
+        cc.check_non_root,
+    ),
+    _c(
+        "container health",
+        "published-ports",
+        "only the proxy publishes ports; outside prod, debug ports on 127.0.0.1 only",
+        cc.check_published_ports,
+    ),
     _c("container health", "networks-exist", "every network of the stack exists", cc.check_networks_exist),
     _c("container health", "volumes-exist", "every volume of the stack exists", cc.check_volumes_exist),
     _c(
@@ -183,14 +195,20 @@ REGISTRY: tuple[Check, ...] = (
     _c(
         "Chroma",
         "chroma-heartbeat",
-        "Chroma's /api/v2/heartbeat answers from the data network",
+        "Chroma's /api/v2/heartbeat answers at its service name (bash in the chroma container)",
         pc.check_chroma_heartbeat,
     ),
-    _c("integration", "temporal-frontend", "Temporal's frontend reports SERVING", pc.check_temporal_frontend),
+    _c(
+        "integration",
+        "temporal-frontend",
+        "Temporal's frontend reports SERVING at temporal_address, the one address it binds",
+        pc.check_temporal_frontend,
+    ),
     _c(
         "integration",
         "api-dependencies",
-        "the API shares a network with Postgres, Redis, Chroma and Temporal, and each answers over it",
+        "the API shares a network with Postgres, Redis, Chroma and Temporal, and each answers over it "
+        "(probed from ops, or from the dependency's own container where ops is not on that network)",
         pc.check_api_dependencies,
     ),
     _c("monitoring stack", "prometheus-targets", "every Prometheus target is up", pc.check_prometheus_targets),

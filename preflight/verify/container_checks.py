@@ -25,6 +25,15 @@ _SECRET_PARTS = ("PASS", "PWD", "SECRET", "TOKEN", "CREDENTIAL")
 # Names that match the words but are public by nature: the release-signing key fingerprint the
 # official Python images set.
 NOT_SECRET = frozenset({"GPG_KEY"})
+# Variables that hold the path of a secret file by definition (Google's client libraries read the
+# key file GOOGLE_APPLICATION_CREDENTIALS names): a path there is fine, anything else is not.
+PATH_VARIABLES = frozenset({"GOOGLE_APPLICATION_CREDENTIALS"})
+_ABSOLUTE_PATH = re.compile(r"^/[A-Za-z0-9._/-]+$")
+# The one kind of container that runs as root by design: a job handing fresh volumes to a
+# service's uid, with CHOWN as its only capability and no network.
+VOLUME_OWNER_SUFFIX = "-volume-owner"
+VOLUME_OWNER_CAPS = frozenset({"CHOWN"})
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
 _FLAG_VALUES = frozenset({"", "true", "false", "yes", "no", "on", "off", "0", "1"})
 
 
@@ -187,6 +196,101 @@ def check_not_privileged(ctx: Context) -> Iterator[Finding]:
     yield from _summary(problems, f"{len(ctx.inventory.everything)} containers: none privileged or on host namespaces")
 
 
+def is_root(user: str) -> bool:
+    """Does a container's ``Config.User`` run it as root? Empty is the image's default, which
+    Docker has already filled in at create time, so empty means root too."""
+    name = user.split(":", 1)[0].strip()
+    return name in ("", "0", "root")
+
+
+def _capabilities(values: Any) -> set[str]:
+    return {str(cap).upper().removeprefix("CAP_") for cap in values or []}
+
+
+def volume_owner_problems(container: Mapping[str, Any]) -> list[str]:
+    """What a root volume-owner job does beyond its design: any network, any capability but
+    CHOWN, not dropping the rest, privileged."""
+    host = container.get("HostConfig") or {}
+    problems = []
+    if host.get("NetworkMode") != "none":
+        problems.append(f"network mode {host.get('NetworkMode')!r} (want 'none')")
+    extra = sorted(_capabilities(host.get("CapAdd")) - VOLUME_OWNER_CAPS)
+    if extra:
+        problems.append(f"capabilities {', '.join(extra)} beyond CHOWN")
+    if "ALL" not in _capabilities(host.get("CapDrop")):
+        problems.append("does not drop ALL capabilities")
+    if host.get("Privileged"):
+        problems.append("privileged")
+    return problems
+
+
+@guard
+def check_non_root(ctx: Context) -> Iterator[Finding]:
+    """Every container runs as a non-root uid, except the volume-owner jobs, which run as root
+    by design with CHOWN alone and no network (and are held to exactly that)."""
+    problems, users, owners = [], 0, []
+    for container in ctx.inventory.everything:
+        if _is_carrier(container):
+            continue  # created, never started: runs nothing
+        name = container_name(container)
+        user = str((container.get("Config") or {}).get("User") or "")
+        service = labels_of(container).get("service", "")
+        if not is_root(user):
+            users += 1
+            continue
+        if service.endswith(VOLUME_OWNER_SUFFIX) and service in ctx.targets.jobs:
+            wrong = volume_owner_problems(container)
+            if wrong:
+                problems.append(failed(f"{name}: a root volume-owner job with {'; '.join(wrong)}"))
+            else:
+                owners.append(name)
+            continue
+        problems.append(failed(f"{name}: runs as root (user {user or 'unset'})"))
+    summary = f"{users} containers run as non-root users"
+    if owners:
+        summary += f"; {', '.join(owners)} as root with CHOWN alone and no network"
+    yield from _summary(problems, summary)
+
+
+def published(container: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(container port, host IP, host port) of every published port: the live bindings of a
+    running container and the configured ones of any container."""
+    found = set()
+    sources = (
+        (container.get("NetworkSettings") or {}).get("Ports"),
+        (container.get("HostConfig") or {}).get("PortBindings"),
+    )
+    for ports in sources:
+        for port, bindings in (ports or {}).items():
+            for binding in bindings or []:
+                found.add((str(port), str(binding.get("HostIp") or ""), str(binding.get("HostPort") or "")))
+    return sorted(found)
+
+
+@guard
+def check_published_ports(ctx: Context) -> Iterator[Finding]:
+    """Only the proxy publishes ports (judged by proxy-health-private). Outside prod a service may
+    publish a debug port on the host's loopback; prod publishes nothing else at all."""
+    prod = ctx.targets.environment == "prod"
+    problems, debug = [], []
+    for container in ctx.inventory.everything:
+        if labels_of(container).get("service") == "proxy" and not _is_carrier(container):
+            continue
+        name = container_name(container)
+        if (container.get("HostConfig") or {}).get("PublishAllPorts"):
+            problems.append(failed(f"{name}: publishes every exposed port (PublishAllPorts)"))
+        for port, host_ip, host_port in published(container):
+            where = f"{host_ip or '*'}:{host_port}"
+            if prod:
+                problems.append(failed(f"{name}: {port} published on {where}; in prod only the proxy publishes"))
+            elif host_ip not in LOOPBACK:
+                problems.append(failed(f"{name}: {port} published on {where}, not on 127.0.0.1 (a debug port)"))
+            else:
+                debug.append(f"{name} {port} on {where}")
+    ok = "only the proxy publishes ports" + (f"; debug ports on loopback: {', '.join(debug)}" if debug else "")
+    yield from _summary(problems, ok)
+
+
 def _exist_check(kind: str) -> CheckFn:
     @guard
     def check(ctx: Context) -> Iterator[Finding]:
@@ -296,6 +400,8 @@ def secret_variables(env: list[str]) -> list[str]:
     found = []
     for pair in env:
         name, _, value = pair.partition("=")
+        if name in PATH_VARIABLES and _ABSOLUTE_PATH.fullmatch(value):
+            continue
         if secret_looking(name) and value.strip().lower() not in _FLAG_VALUES:
             found.append(name)
     return found

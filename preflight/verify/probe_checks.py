@@ -1,14 +1,17 @@
 """Checks that run probes inside the stack's networks: databases, Redis, Chroma, Temporal, what
 the API can reach, Prometheus and Grafana, and data written and read back.
 
-Probes run in the stack's own containers (the ``probe`` service, by default ``ops``, which sits
-on the data network with psql, redis-cli and python3), so nothing needs a published port.
+Probes run in the stack's own containers, so nothing needs a published port: the ``probe``
+service (``ops``: psql, redis-cli, python3; on the data and egress networks) for Postgres and
+Redis; Chroma's and Temporal's own containers (bash, no python) for what the probe container
+cannot reach; Prometheus's and Grafana's for their own APIs.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from preflight.verify import probes
@@ -105,20 +108,40 @@ def check_redis_ping(ctx: Context) -> Iterator[Finding]:
 
 # Chroma ------------------------------------------------------------------------------------
 
+HEARTBEAT_PATH = "/api/v2/heartbeat"  # Chroma 1.x answers 410 on the v1 paths
+
+
+def heartbeat_of(answer: probes.HttpAnswer) -> int | None:
+    """The heartbeat in a 200 answer's JSON body, else None."""
+    if answer.status != 200:
+        return None
+    try:
+        beat = json.loads(answer.body).get("nanosecond heartbeat")
+    except (ValueError, AttributeError):
+        return None
+    return beat if isinstance(beat, int) and not isinstance(beat, bool) else None
+
 
 @guard
 def check_chroma_heartbeat(ctx: Context) -> Iterator[Finding]:
-    url = f"http://{ctx.targets.services['chroma']}:{ctx.targets.chroma_port}/api/v2/heartbeat"
-    executor = _probe(ctx)
-    result = _run(executor, probes.python_http_get(url, ctx.timeout), ctx)
-    try:
-        beat = json.loads(result.stdout).get("nanosecond heartbeat") if result.ok else None
-    except (ValueError, AttributeError):
-        beat = None
-    if isinstance(beat, int):
-        yield passed(f"{url} from {executor.where}: heartbeat")
+    """Chroma shares its network with the API alone, and its image has bash but no python, curl
+    or wget: the heartbeat is asked inside the chroma container, through bash's /dev/tcp, at the
+    service's own name (so the server answers on its network address, not only on loopback)."""
+    t = ctx.targets
+    host, port = t.services["chroma"], t.chroma_port
+    executor = ctx.executor("chroma")
+    result = _run(executor, probes.bash_http_get(host, port, HEARTBEAT_PATH, ctx.timeout), ctx)
+    where = f"http://{host}:{port}{HEARTBEAT_PATH} from {executor.where}"
+    answer = probes.parse_http_response(result.stdout) if result.ok else probes.HttpAnswer(None, "")
+    beat = heartbeat_of(answer)
+    if beat is not None:
+        yield passed(f"{where}: heartbeat {beat}")
+    elif answer.status is None:
+        yield failed(f"{where}: no HTTP answer ({result.summary()})")
+    elif answer.status != 200:
+        yield failed(f"{where}: HTTP {answer.status}, expected 200 ({answer.body.strip()[:200] or 'no body'})")
     else:
-        yield failed(f"{url} from {executor.where}: no heartbeat ({result.summary()})")
+        yield failed(f"{where}: HTTP 200 without a heartbeat ({answer.body.strip()[:200] or 'no body'})")
 
 
 # integration -------------------------------------------------------------------------------
@@ -126,14 +149,15 @@ def check_chroma_heartbeat(ctx: Context) -> Iterator[Finding]:
 
 @guard
 def check_temporal_frontend(ctx: Context) -> Iterator[Finding]:
-    """Temporal's own CLI, in the temporal container, asks the frontend for its health."""
+    """Temporal's own CLI, in the temporal container, asks the frontend for its health at the
+    address its clients dial: the server binds that one address, not loopback."""
     executor = ctx.executor("temporal")
-    port = ctx.targets.temporal_host_port[1]
-    result = _run(executor, probes.temporal_cluster_health(f"127.0.0.1:{port}"), ctx)
+    address = ctx.targets.temporal_address
+    result = _run(executor, probes.temporal_cluster_health(address), ctx)
     if result.ok and "SERVING" in result.stdout:
-        yield passed(f"frontend 127.0.0.1:{port} in {executor.where}: SERVING")
+        yield passed(f"frontend {address} from {executor.where}: SERVING")
     else:
-        yield failed(f"frontend 127.0.0.1:{port} in {executor.where}: {result.summary()}")
+        yield failed(f"frontend {address} from {executor.where}: {result.summary()}")
 
 
 def dependencies(ctx: Context) -> dict[str, tuple[str, int]]:
@@ -147,35 +171,85 @@ def dependencies(ctx: Context) -> dict[str, tuple[str, int]]:
     }
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def networks_answering(container: Mapping[str, Any], host: str) -> set[str]:
+    """The networks on which ``host`` reaches ``container``: for an IP address, the one network
+    it is the container's address on; for a name, every network where the container answers to
+    it (its container name, or an alias or DNS name of that attachment)."""
+    endpoints = (container.get("NetworkSettings") or {}).get("Networks") or {}
+    name = container_name(container)
+    found = set()
+    for network, endpoint in endpoints.items():
+        endpoint = endpoint or {}
+        if _is_ip(host):
+            static = (endpoint.get("IPAMConfig") or {}).get("IPv4Address")
+            if host in (endpoint.get("IPAddress"), static):
+                found.add(network)
+        elif host == name or host in (endpoint.get("Aliases") or []) or host in (endpoint.get("DNSNames") or []):
+            found.add(network)
+    return found
+
+
+def _connect_probe(ctx: Context, service: str, host: str, port: int, shared: list[str]) -> tuple[Executor, list[str]]:
+    """Where and how to open a connection to ``host:port`` over one of the ``shared`` networks:
+    from the probe container (python3) if it is on one of them, else from the dependency's own
+    container, which is on all of them, with bash (Chroma's and Temporal's images have no
+    python). The probe container never gains a network for this."""
+    probe_service = ctx.targets.probe.service
+    probe = ctx.inventory.services.get(probe_service)
+    if probe is not None and set(attached_networks(probe)) & set(shared):
+        return ctx.executor(probe_service), probes.python_tcp_connect(host, port, ctx.timeout)
+    return ctx.executor(service), probes.bash_tcp_connect(host, port)
+
+
 @guard
 def check_api_dependencies(ctx: Context) -> Iterator[Finding]:
-    """The API shares a network with each dependency, and a TCP connection over that network
-    (from the probe container on it) reaches the dependency's address."""
+    """The API shares a network with each dependency, on which the dependency answers to the
+    address the API is given (an IP address lives on one network only), and a TCP connection
+    over that network reaches it."""
     inventory = ctx.inventory
     api = inventory.running("api")
-    probe_service = ctx.targets.probe.service
-    probe_container = inventory.running(probe_service)
-    executor = ctx.executor(probe_service)
     api_networks = set(attached_networks(api))
-    probe_networks = set(attached_networks(probe_container))
     for service, (host, port) in dependencies(ctx).items():
         container = inventory.services.get(service)
         if container is None:
             yield failed(f"{service}: no container")
             continue
-        shared = sorted(api_networks & set(attached_networks(container)))
+        answering = networks_answering(container, host)
+        if not answering:
+            yield failed(
+                f"{host}:{port}: {container_name(container)} does not answer to {host} on any of its networks "
+                f"({', '.join(attached_networks(container)) or 'none'})"
+            )
+            continue
+        shared = sorted(api_networks & answering)
         if not shared:
-            yield failed(f"{container_name(api)} shares no network with {container_name(container)}")
+            if api_networks & set(attached_networks(container)):
+                yield failed(
+                    f"{container_name(api)} is not on {', '.join(sorted(answering))}, "
+                    f"where {container_name(container)} answers to {host}"
+                )
+            else:
+                yield failed(f"{container_name(api)} shares no network with {container_name(container)}")
             continue
-        usable = [n for n in shared if n in probe_networks]
-        if not usable:
-            yield failed(f"{host}:{port}: {probe_service} is not on {', '.join(shared)}, cannot probe from there")
+        try:
+            executor, argv = _connect_probe(ctx, service, host, port, shared)
+        except CheckError as error:
+            yield failed(f"{host}:{port}: cannot probe: {error}")
             continue
-        result = _run(executor, probes.python_tcp_connect(host, port, ctx.timeout), ctx)
+        result = _run(executor, argv, ctx)
+        over = f"over {', '.join(shared)}"
         if result.ok:
-            yield passed(f"{container_name(api)} -> {host}:{port} over {', '.join(usable)}: connected")
+            yield passed(f"{container_name(api)} -> {host}:{port} {over}: connected from {executor.where} ({argv[0]})")
         else:
-            yield failed(f"{host}:{port} over {', '.join(usable)} from {executor.where}: {result.summary()}")
+            yield failed(f"{host}:{port} {over} from {executor.where} ({argv[0]}): {result.summary()}")
 
 
 # monitoring stack --------------------------------------------------------------------------

@@ -7,6 +7,10 @@ command carries its own timeout where the tool has one; the executor bounds the 
 Passwords never appear in an argv or in a container's environment: :func:`with_secret_env`
 wraps a command in ``sh`` that reads the password file inside the container into one variable
 of that one process (the way the Redis healthcheck does).
+
+Not every image has the same tools: the probe container (``ops``) has psql, redis-cli and
+python3; Chroma's and Temporal's images have bash but no python, curl or wget, so the probes that
+must run there speak TCP and HTTP through bash's ``/dev/tcp``.
 """
 
 from __future__ import annotations
@@ -23,16 +27,35 @@ MARKER_KEY_PREFIX = "stagecraft:verify:"
 MARKER = re.compile(r"^[0-9a-f]{16,64}$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
-_HTTP_GET = (
-    "import sys, urllib.request\n"
-    "with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])) as response:\n"
-    "    sys.stdout.write(response.read(65536).decode('utf-8', 'replace'))\n"
-)
 _TCP_CONNECT = (
     "import socket, sys\n"
     "socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])).close()\n"
     "print('connected')\n"
 )
+# bash builtins only (the images may lack cat, timeout, even coreutils): $1 host, $2 port.
+BASH_TCP_CONNECT = 'exec 3<>"/dev/tcp/$1/$2" || exit 7; echo connected'
+# An HTTP/1.0 GET of $3 from $1:$2, every read bounded by $4 seconds, printing the response as
+# received: status line and headers (CRLF kept), a blank line, then Content-Length bytes of body
+# (or everything up to the close). LC_ALL=C makes read -N count bytes, not characters.
+BASH_HTTP_GET = r"""LC_ALL=C
+exec 3<>"/dev/tcp/$1/$2" || exit 7
+printf 'GET %s HTTP/1.0\r\nHost: %s:%s\r\nConnection: close\r\n\r\n' "$3" "$1" "$2" >&3 || exit 7
+length=
+while IFS= read -r -t "$4" line <&3; do
+  printf '%s\n' "$line"
+  line=${line%$'\r'}
+  [ -z "$line" ] && break
+  case ${line,,} in content-length:*) length=${line#*:}; length=${length//[!0-9]/} ;; esac
+done
+if [ -n "$length" ]; then
+  IFS= read -r -N "$length" -t "$4" body <&3
+  printf '%s' "$body"
+else
+  while IFS= read -r -t "$4" line <&3; do printf '%s\n' "$line"; done
+  printf '%s' "$line"
+fi
+"""
+_STATUS_LINE = re.compile(r"^HTTP/[0-9](?:\.[0-9])? ([0-9]{3})(?: |$)")
 
 
 @dataclass(frozen=True)
@@ -196,14 +219,42 @@ def redis_marker_key(token: str) -> str:
 # HTTP and TCP from inside the networks -----------------------------------------------------
 
 
-def python_http_get(url: str, timeout: float) -> list[str]:
-    """GET ``url`` with python3's standard library (images without curl or wget)."""
-    return ["python3", "-c", _HTTP_GET, url, str(tool_timeout(timeout))]
-
-
 def python_tcp_connect(host: str, port: int, timeout: float) -> list[str]:
     """Open (and close) a TCP connection: does the name resolve and does something listen?"""
     return ["python3", "-c", _TCP_CONNECT, host, str(port), str(tool_timeout(timeout))]
+
+
+def bash_tcp_connect(host: str, port: int) -> list[str]:
+    """Open (and close) a TCP connection with bash alone, for images without python3. bash's
+    connect has no timeout of its own: the executor bounds it."""
+    return ["bash", "-c", BASH_TCP_CONNECT, "bash", host, str(port)]
+
+
+def bash_http_get(host: str, port: int, path: str, timeout: float) -> list[str]:
+    """GET ``path`` from ``host:port`` with bash alone (HTTP/1.0); prints the raw response, for
+    :func:`parse_http_response`."""
+    if not path.startswith("/") or any(c.isspace() for c in path):
+        raise ValueError(f"not an HTTP path: {path!r}")
+    return ["bash", "-c", BASH_HTTP_GET, "bash", host, str(port), path, str(tool_timeout(timeout))]
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """A raw HTTP response as a probe printed it: the status (None if there was no status line)
+    and the body."""
+
+    status: int | None
+    body: str
+
+
+def parse_http_response(raw: str) -> HttpAnswer:
+    """Status and body of a raw HTTP/1.x response (CRLF or LF line ends)."""
+    text = raw.replace("\r\n", "\n")
+    head, separator, body = text.partition("\n\n")
+    match = _STATUS_LINE.match(head)
+    if match is None or not separator:
+        return HttpAnswer(int(match.group(1)) if match else None, "")
+    return HttpAnswer(int(match.group(1)), body)
 
 
 def wget_get(url: str, timeout: float) -> list[str]:

@@ -20,15 +20,18 @@ outputs; nothing here needs a secret output. The ``verify`` object, with staging
       "p95_latency_ms": 2000,
       "labels": {"app": "acme", "environment": "staging", "stack": "staging", "managed-by": "pulumi"},
       "log_options": {"max-size": "50m", "max-file": "3"},
-      "services": {"postgres": "acme-staging-postgres", "redis": "acme-staging-redis", "...": "..."},
-      "jobs": {"postgres-init": "acme-staging-postgres-init", "...": "..."},
-      "networks": ["acme-staging-edge", "acme-staging-app", "acme-staging-data", "acme-staging-monitoring"],
-      "volumes": ["acme-staging-postgres-data", "acme-staging-redis-data", "..."],
+      "services": {"postgres": "acme-staging-postgres", "api": "acme-staging-api", "...": "..."},
+      "jobs": {"postgres-init": "acme-staging-postgres-init",
+               "chroma-volume-owner": "acme-staging-chroma-volume-owner", "...": "..."},
+      "networks": ["acme-staging-alerting", "acme-staging-app", "acme-staging-chroma", "acme-staging-data",
+                   "acme-staging-edge", "acme-staging-egress", "acme-staging-monitoring",
+                   "acme-staging-temporal"],
+      "volumes": ["acme-staging-postgres-data", "acme-staging-postgres-files", "..."],
       "databases": {"app": "acme_staging"},
       "postgres_port": 5432,
       "redis_port": 6379,
       "chroma_port": 8000,
-      "temporal_address": "acme-staging-temporal:7233",
+      "temporal_address": "10.210.5.10:7233",
       "monitoring": {"prometheus_port": 9090, "grafana_port": 3000},
       "probe": {"service": "ops", "postgres_user": "postgres",
                 "postgres_password_file": "/run/stagecraft/secrets/postgres-superuser-password",
@@ -38,16 +41,21 @@ outputs; nothing here needs a secret output. The ``verify`` object, with staging
 
 - ``proxy.http_port``/``https_port`` are the host ports the proxy publishes; ``health_port`` is the
   port of its health listener inside the container, which must not be published.
-- ``services`` maps every long-running service (by its ``service`` label) to its container name;
-  it must name at least :data:`REQUIRED_SERVICES`. Containers are found by their ``app``,
-  ``stack`` and ``service`` labels; the names are hints for a container that lost its labels.
-- ``jobs`` maps each one-shot job (migrations, init scripts) to its container name; each must
-  have exited 0.
+- ``services`` maps every long-running service (by its ``service`` label) to its stable name (the
+  container name, or for the API and web, which are replaced under versioned container names, the
+  network alias old and new share); it must name at least :data:`REQUIRED_SERVICES`. Containers
+  are found by their ``app``, ``stack`` and ``service`` labels; a name is a hint for a container
+  that lost its labels.
+- ``jobs`` maps each one-shot job (migrations, init scripts, backups, the volume-owner jobs) to
+  its container name; each must have exited 0.
+- ``temporal_address`` is the one address Temporal's frontend binds (on the temporal network) and
+  its clients dial; it does not listen on loopback.
 - ``networks``/``volumes`` must exist; together with ``name_prefix`` they define what belongs to
   this stack for the isolation checks.
 - ``probe`` names the service whose container runs the in-network probes (psql, pg_isready,
   redis-cli, python3) and where, inside it, the superuser's and Redis's password files are.
-  Passwords are read there by the probe and never leave the container.
+  Passwords are read there by the probe and never leave the container. What that container shares
+  no network with (Chroma, Temporal's address) is probed from the target's own container.
 """
 
 from __future__ import annotations
