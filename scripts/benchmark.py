@@ -197,13 +197,21 @@ def generate_project(directory: Path, count: int) -> list[str]:
         else:
             shutil.copy2(source, directory / item)
     templates = [yaml.safe_load((ROOT / f"Pulumi.{s}.yaml").read_text()) for s in ("staging", "prod")]
+    settings_file = directory / "policies" / "stagecraft_policy" / "settings.json"
+    settings = json.loads(settings_file.read_text())
     names = []
     for index in range(count):
         template = templates[index % 2]
-        name = f"{template['config']['stagecraft:environment']}-{index:02d}"
+        environment = template["config"]["stagecraft:environment"]
+        name = f"{environment}-{index:02d}"
         document = _generated_stack(template, index)
         (directory / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
         names.append(name)
+        # The pack knows each environment's own projects, as an operator would register them.
+        settings["environmentProjects"].setdefault(environment, []).append(document["config"]["gcp:project"])
+        if environment == "prod":
+            settings["productionPrefixes"].append(f"{document['config']['stagecraft:app_name']}-prod-")
+    settings_file.write_text(json.dumps(settings, indent=2))
     return names
 
 
@@ -213,7 +221,7 @@ def check_growth(counts: Sequence[int], scratch: Path) -> None:
         project = scratch / f"project-{count}"
         project.mkdir()
         generate_project(project, count)
-        command = [sys.executable, "-m", "preflight", "check", "--project", str(project)]
+        command = [sys.executable, "-m", "preflight", "--project", str(project), "check"]
         seconds = _timed(command)
         pairs = count * (count - 1) // 2
         print(f"  {count:>2} stacks: {seconds:.1f}s  ({seconds / count:.2f}s per stack, {pairs} pairs)")

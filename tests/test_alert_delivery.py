@@ -276,7 +276,7 @@ def test_a_failed_drill_and_backup_reach_webhook_and_email(
     attachment = hook["attachments"][0]
     assert attachment["title"] == "[staging] [FIRING:1] RestoreDrillFailed (restore-drill)"
     assert "environment=staging" in attachment["text"] and "severity=critical" in attachment["text"]
-    assert "Runbook: README.md#alert-restoredrillfailed" in attachment["text"]
+    assert "Runbook: docs/runbook.md#alert-restoredrillfailed" in attachment["text"]
     assert hook["channel"] == "#alerts-staging"
     # Both alerts by email (critical and warning), subjects marked as staging's, logged in with
     # the password from its file.

@@ -140,7 +140,7 @@ def _render(template: str, tmp_path: Path, environment: str, labels: dict[str, s
             {
                 "status": "firing",
                 "labels": labels,
-                "annotations": {"summary": "The last backup failed", "runbook": "README.md#alert-backupfailed"},
+                "annotations": {"summary": "The last backup failed", "runbook": "docs/runbook.md#alert-backupfailed"},
                 "startsAt": "2025-03-01T02:30:00Z",
                 "endsAt": "0001-01-01T00:00:00Z",
             }
@@ -169,7 +169,7 @@ def test_notifications_say_which_environment(environment: str, tmp_path: Path) -
     assert title.strip() == f"[{environment}] [FIRING:1] BackupFailed (backup)"
     text = _render("stagecraft.text", tmp_path, environment, labels)
     assert f"environment={environment}" in text
-    assert "The last backup failed" in text and "Runbook: README.md#alert-backupfailed" in text
+    assert "The last backup failed" in text and "Runbook: docs/runbook.md#alert-backupfailed" in text
 
 
 def test_the_prefix_does_not_depend_on_the_alert(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ jobs checked against the services they must watch."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ def _rules_for_ages(ages: OpsAges) -> list[dict[str, Any]]:
     return alert_rules(AlertThresholds(), [], "staging", ages)
 
 
-# Every alert's runbook section in the README.
+# Every alert's runbook section.
 RUNBOOK_ANCHORS = {
     "ApiLatencyP95High": "alert-apilatencyp95high",
     "ApiErrorRateHigh": "alert-apierrorratehigh",
@@ -129,12 +130,20 @@ RUNBOOK_ANCHORS = {
 def test_every_alert_says_where_what_and_how_bad(stack: str, configs: dict[str, StackConfig]) -> None:
     rules = _rules(configs[stack])
     assert {r["alert"]: r["annotations"]["runbook"] for r in rules} == {
-        name: f"README.md#{anchor}" for name, anchor in RUNBOOK_ANCHORS.items()
+        name: f"docs/runbook.md#{anchor}" for name, anchor in RUNBOOK_ANCHORS.items()
     }
     for rule in rules:
         assert rule["labels"]["environment"] == stack, rule["alert"]
         assert rule["labels"]["severity"] in alertmanager.REPEAT_INTERVALS or rule["labels"]["severity"] == "info"
         assert rule["labels"]["service"] and rule["annotations"]["summary"], rule["alert"]
+
+
+def test_every_runbook_link_lands_on_its_section(project_root: Path) -> None:
+    """An alert that links to a section the runbook does not have leaves the person paged with
+    nothing to read."""
+    runbook = (project_root / "docs" / "runbook.md").read_text()
+    anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', runbook))
+    assert set(RUNBOOK_ANCHORS.values()) <= anchors
 
 
 def _series(name: str, values: str) -> dict[str, str]:

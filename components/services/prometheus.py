@@ -23,8 +23,8 @@ DAY_S = 24 * 3600
 WEEK_S = 7 * DAY_S
 # How long a backup or restore drill may run, on top of its schedule's period and grace.
 LONGEST_RUN_S = 3600
-# Where each alert's runbook section is: README.md#alert-<alert name, lower case>.
-RUNBOOK = "README.md#alert-{}"
+# Where each alert's runbook section is: docs/runbook.md#alert-<alert name, lower case>.
+RUNBOOK = "docs/runbook.md#alert-{}"
 
 # The scrape job that watches each long-running service (by its container's service label), or
 # None for the services that expose no metrics endpoint (their healthchecks watch them). The ops
