@@ -48,7 +48,21 @@ class Finding:
 
 
 def _index(plan: Plan, type_: str, key: str) -> dict[str, str]:
-    return {str(r.inputs[key]): r.urn for r in plan.by_type(type_) if r.inputs.get(key)}
+    """Each resource's unique name -> its URN. Secret and service account IDs are unique only
+    within their project, so they are qualified with it."""
+    default_project = plan.config.gcp.project if plan.config else ""
+    index = {}
+    for r in plan.by_type(type_):
+        value = r.inputs.get(key)
+        if not value:
+            continue
+        project = r.inputs.get("project") or default_project
+        if type_ == SECRET:
+            value = f"projects/{project}/secrets/{value}"
+        elif type_ == ACCOUNT:
+            value = f"{value}@{project}"
+        index[str(value)] = r.urn
+    return index
 
 
 def _ports(plan: Plan) -> dict[tuple[str, int], str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import ROOT, stack_document
 
 from preflight.cli import main
@@ -252,6 +253,27 @@ def test_a_copy_of_prod_is_caught_by_isolation(project_root: Path) -> None:
         assert any("prodcopy" in side for side in sides)
     # Grouped by policy with counts; every detail (both sides) is in --json.
     assert "[mandatory] isolation-bucket-name: 3" in human
+
+
+def test_secret_ids_are_compared_within_their_project(project_root: Path) -> None:
+    """Secret IDs are unique per project: two prod stacks of two applications, each in its own
+    project, may both have `prod-app-db-password`; the same project twice may not."""
+    document = yaml.safe_load((project_root / "Pulumi.prod.yaml").read_text())
+    config = document["config"]
+    config["stagecraft:app_name"] = "other"
+    config["gcp:project"] = "other-prod-4711"
+    config["docker:host"] = "ssh://deploy@other-prod.example.com"
+    config["stagecraft:domains"] = {key: f"{key}.other.example.com" for key in ("web", "api", "grafana")}
+    config["stagecraft:app"]["cors_origins"] = ["https://web.other.example.com"]
+    other = project_root / "Pulumi.prodother.yaml"
+    other.write_text(yaml.safe_dump(document, sort_keys=False))
+    try:
+        code, out, _ = _run_cli("isolation", "prod", "prodother", "--json")
+    finally:
+        other.unlink()
+    assert code == 0, out
+    kinds = {v["policy"] for v in json.loads(out)["violations"]}
+    assert "isolation-secret-id" not in kinds and "isolation-service-account-id" not in kinds, kinds
 
 
 def test_isolation_between_staging_and_prod_is_clean() -> None:
