@@ -74,9 +74,6 @@ class Naming:
     def service_account_id(self, workload: str) -> str:
         return _check(SERVICE_ACCOUNT_ID, f"{self.prefix}-{workload}", "service account ID")
 
-    def service_account_email(self, workload: str) -> str:
-        return f"{self.service_account_id(workload)}@{self.project}.iam.gserviceaccount.com"
-
     # Postgres -------------------------------------------------------------------------------
 
     def database(self, purpose: str = "app") -> str:

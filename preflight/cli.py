@@ -1,4 +1,4 @@
-"""`python -m preflight` (or `venv/bin/preflight`): what each stack would create, checked by the
+"""`python -m preflight`: what each stack would create, checked by the
 policy pack and against the other stacks, without a cloud account, Docker or the Pulumi CLI; and,
 after a deploy, `verify` of the live stack."""
 
@@ -371,11 +371,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         if not (args.project / "Pulumi.yaml").is_file():
             raise UsageError(f"--project {args.project}: no Pulumi.yaml there; give the stagecraft checkout")
         return commands[args.command](args, out)
-    except ConfigError as error:
+    except (ConfigError, StackFilesError) as error:
         err.write(f"{error}\n")
-        return EXIT_USAGE
-    except StackFilesError as errors:
-        err.write(f"{errors}\n")
         return EXIT_USAGE
     except UsageError as error:
         err.write(f"preflight {args.command}: {error}\n")
@@ -386,10 +383,3 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except PolicyPackError as error:
         err.write(f"error: {error}\n")
         return EXIT_VIOLATION
-
-
-def console() -> None:
-    """The `preflight` console script."""
-    from preflight.__main__ import run
-
-    run()

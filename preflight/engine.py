@@ -45,7 +45,6 @@ MASK = "[secret]"
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # the wire signature of a secret, not a secret
 RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 
 class ProgramError(Exception):

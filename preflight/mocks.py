@@ -15,8 +15,6 @@ from typing import Any
 
 import pulumi
 
-ALPHABET = string.ascii_letters + string.digits
-
 
 def digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()

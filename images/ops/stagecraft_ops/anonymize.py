@@ -29,7 +29,6 @@ import psycopg
 from psycopg import sql
 
 KINDS = ("email", "hash", "name", "null", "phone", "text")
-MARKER_SCHEMA = "stagecraft_seed"
 # Below these lengths a column cannot hold a pseudonym of its kind that is unique and recognisable.
 MIN_LENGTH = {"email": 25, "hash": 8, "name": 4, "phone": 8, "text": 4}
 MAX_ATTEMPTS = 1000

@@ -328,11 +328,6 @@ def drop_database(pg: Postgres, database: str) -> bool:
     return True
 
 
-def database_exists(pg: Postgres, database: str) -> bool:
-    with pg.connect(MAINTENANCE_DATABASE) as connection:
-        return connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone() is not None
-
-
 def restore_in_place(pg: Postgres, info: DatabaseInfo, dump: Path) -> None:
     """Replace ``info.name`` with the dump: end its sessions, drop it, and let ``pg_restore
     --create`` recreate it as the archive describes it (owner, encoding, locale, database grants
