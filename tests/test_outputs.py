@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from conftest import service_containers
+from conftest import service_containers, stack_document
 
 from components.composition.outputs import PROBE_SECRETS, PROBE_SERVICE
 from components.services.ops import SECRETS as OPS_SECRETS
 from preflight.engine import Plan
+from preflight.engine import plan as plan_stack
 from preflight.verify.targets import REQUIRED_SERVICES, load_targets
 
 
@@ -69,3 +72,17 @@ def test_verify_output_follows_config(stack: str, plans: dict[str, Plan]) -> Non
     assert verify["rate_limit"] == {"per_minute": sc.proxy.rate_limit_per_minute, "burst": sc.proxy.rate_limit_burst}
     assert verify["docker_host"] == config.docker.host
     assert verify["labels"]["environment"] == sc.environment
+
+
+def test_debug_ports_are_named_by_service(write_stack: Callable[..., Path]) -> None:
+    """Verify accepts a loopback port only where the stack configured one: the output names
+    each by the service label its container carries."""
+    document = stack_document("staging")
+    document["config"]["stagecraft:debug_ports"] = {"temporal_ui": 18088, "api": 18001}
+    result = plan_stack("staging", write_stack(document))
+    assert result.outputs["verify"]["debug_ports"] == {"temporal-ui": 18088, "api": 18001}
+    published = {
+        service: [p["external"] for p in container.inputs.get("ports", [])]
+        for service, container in service_containers(result).items()
+    }
+    assert published["temporal-ui"] == [18088] and published["api"] == [18001]

@@ -1285,7 +1285,13 @@ def test_the_fake_engine_runs_only_what_each_image_has(engine: FakeEngine) -> No
 
 def test_a_loopback_debug_port_is_fine_in_staging_and_refused_in_prod(engine: FakeEngine) -> None:
     _publish(engine.container("acme-staging-temporal-ui"), "8080/tcp", "127.0.0.1", "18088")
-    results = run(engine_context(engine), "published-ports", "proxy-health-private")
+    unconfigured = run(engine_context(engine), "published-ports")
+    assert failures(unconfigured, "published-ports") == [
+        "acme-staging-temporal-ui: 8080/tcp published on 127.0.0.1:18088, which is not a configured debug port"
+    ]
+    document = outputs()
+    document["verify"]["debug_ports"] = {"temporal-ui": 18088}
+    results = run(engine_context(engine, document=document), "published-ports", "proxy-health-private")
     assert_all_pass(results)
     assert results[0].detail == (
         "only the proxy publishes ports; debug ports on loopback: acme-staging-temporal-ui 8080/tcp on 127.0.0.1:18088"

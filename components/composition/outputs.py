@@ -54,6 +54,10 @@ def verify_output(
         "chroma_port": chroma.PORT,
         "temporal_address": temporal_address,
         "monitoring": {"prometheus_port": prometheus.PORT, "grafana_port": grafana.PORT},
+        # By service label (temporal_ui in config is the temporal-ui service).
+        "debug_ports": {
+            key.replace("_", "-"): port for key, port in sc.debug_ports.model_dump().items() if port is not None
+        },
         "probe": {
             "service": PROBE_SERVICE,
             "postgres_user": PROBE_POSTGRES_USER,

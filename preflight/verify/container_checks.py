@@ -285,10 +285,19 @@ def check_published_ports(ctx: Context) -> Iterator[Finding]:
                 problems.append(failed(f"{name}: {port} published on {where}; in prod only the proxy publishes"))
             elif host_ip not in LOOPBACK:
                 problems.append(failed(f"{name}: {port} published on {where}, not on 127.0.0.1 (a debug port)"))
+            elif ctx.targets.debug_ports.get(labels_of(container).get("service", "")) != _port_number(host_port):
+                problems.append(failed(f"{name}: {port} published on {where}, which is not a configured debug port"))
             else:
                 debug.append(f"{name} {port} on {where}")
     ok = "only the proxy publishes ports" + (f"; debug ports on loopback: {', '.join(debug)}" if debug else "")
     yield from _summary(problems, ok)
+
+
+def _port_number(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
 
 
 def _exist_check(kind: str) -> CheckFn:

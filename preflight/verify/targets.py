@@ -163,6 +163,8 @@ class Targets(_Model):
     temporal_address: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[0-9]{1,5}$")]
     monitoring: MonitoringPorts
     probe: Probe
+    # Staging's debug ports: service -> host port, published on the host's loopback only.
+    debug_ports: dict[str, Port] = Field(default_factory=dict)
 
     @field_validator("docker_host")
     @classmethod
