@@ -1459,7 +1459,7 @@ def test_the_recorded_outputs_are_the_program_s_outputs(plans: dict[str, Any]) -
     recorded = outputs()
     assert {k: v for k, v in recorded.items() if k != "tls_ca_certificate"} == {
         k: v for k, v in program.items() if k != "tls_ca_certificate"
-    }
+    }, "the program's outputs changed: run `venv/bin/python tests/data/verify/record_engine.py`, then review"
 
 
 def test_the_program_s_own_outputs_pass_every_engine_check_against_the_recording(
