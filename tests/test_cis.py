@@ -20,9 +20,10 @@ from typing import Any
 
 import pulumi
 import pytest
-from conftest import STACKS, service_containers
+import yaml
+from conftest import service_containers, stack_document
 
-from preflight.engine import Plan, PlannedResource
+from preflight.engine import Plan, PlannedResource, plan
 from preflight.mocks import PlanMocks
 
 CONTAINER = "docker:index/container:Container"
@@ -65,6 +66,18 @@ JOBS = frozenset(
 )
 # The jobs that hand a fresh volume to the uid its service runs as: root, CHOWN alone, no network.
 VOLUME_OWNERS = frozenset({"ops-volume-owner", "chroma-volume-owner"})
+# Both stacks as configured, and prod with Let's Encrypt certificates: a certbot service beside
+# the proxy, and a job handing its volumes to certbot's uid.
+VARIANTS = ("staging", "prod", "prod-acme")
+ACME_VOLUME_OWNER = "certbot-volume-owner"
+
+
+def jobs_of(variant: str) -> frozenset[str]:
+    return JOBS | {ACME_VOLUME_OWNER} if variant.endswith("acme") else JOBS
+
+
+def volume_owners_of(variant: str) -> frozenset[str]:
+    return VOLUME_OWNERS | {ACME_VOLUME_OWNER} if variant.endswith("acme") else VOLUME_OWNERS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,11 +120,12 @@ class Scan:
 PIDS_COMMAND = re.compile(r"^docker update --pids-limit (?P<limit>[0-9]+) (?P<id>[0-9a-f]{64})$")
 
 
-def _scan(plan: Plan) -> Scan:
-    assert plan.config is not None
-    scan = Scan(plan=plan, docker_host=plan.config.docker.host)
-    containers = {r.urn: r for r in plan.by_type(CONTAINER)}
-    for command in plan.by_type(COMMAND):
+def _scan(result: Plan) -> Scan:
+    """What a stack's checks read besides a container's own inputs."""
+    assert result.config is not None
+    scan = Scan(plan=result, docker_host=result.config.docker.host)
+    containers = {r.urn: r for r in result.by_type(CONTAINER)}
+    for command in result.by_type(COMMAND):
         match = PIDS_COMMAND.match(command.inputs.get("create", ""))
         targets = [urn for urn in command.dependencies if urn in containers]
         if match and len(targets) == 1:
@@ -122,8 +136,8 @@ def _scan(plan: Plan) -> Scan:
                 (command.inputs.get("environment") or {}).get("DOCKER_HOST"),
             )
     # A pulled image is the container's sibling; a built one (the ops image) a dependency.
-    pulled = {r.parent: r.inputs["name"] for r in plan.by_type(REMOTE_IMAGE)}
-    built = {r.urn: r.inputs["imageName"] for r in plan.by_type(BUILT_IMAGE)}
+    pulled = {r.parent: r.inputs["name"] for r in result.by_type(REMOTE_IMAGE)}
+    built = {r.urn: r.inputs["imageName"] for r in result.by_type(BUILT_IMAGE)}
     for urn, container in containers.items():
         references = [built[dependency] for dependency in container.dependencies if dependency in built]
         if container.parent in pulled:
@@ -133,14 +147,14 @@ def _scan(plan: Plan) -> Scan:
     return scan
 
 
-def scanned(stack: str, plan: Plan) -> list[Scanned]:
+def scanned(result: Plan) -> list[Scanned]:
     """Every container that runs: the long-running services and the jobs; never the carriers."""
     found = []
-    for service, container in service_containers(plan).items():
+    for service, container in service_containers(result).items():
         inputs = container.inputs
         if inputs.get("start") is False:
             continue
-        found.append(Scanned(stack, service, inputs.get("mustRun") is False, container, inputs))
+        found.append(Scanned(result.stack, service, inputs.get("mustRun") is False, container, inputs))
     return found
 
 
@@ -302,12 +316,12 @@ class Check:
     warns: Callable[[Scanned, Scan], bool]
     # A change that makes a compliant container warn: proof the predicate can fail.
     breaks: Callable[[dict[str, Any]], None]
-    # {stack: services} that warn and are accepted, each for the reason next to it.
-    exceptions: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # The services that warn and are accepted in each variant, each for the reason given with it.
+    exceptions: Callable[[str], frozenset[str]] = lambda _variant: frozenset()
 
 
-def _both(*services: str) -> dict[str, frozenset[str]]:
-    return {stack: frozenset(services) for stack in STACKS}
+def _everywhere(*services: str) -> Callable[[str], frozenset[str]]:
+    return lambda _variant: frozenset(services)
 
 
 CHECKS = [
@@ -328,7 +342,7 @@ CHECKS = [
         _privileged_port,
         _set("ports", [{"internal": 8080, "external": 80, "ip": "127.0.0.1"}]),
         # Prod's proxy answers on the standard HTTP and HTTPS ports.
-        exceptions={"staging": frozenset(), "prod": frozenset({"proxy"})},
+        exceptions=lambda variant: frozenset({"proxy"} if variant.startswith("prod") else ()),
     ),
     Check(
         "5.9",
@@ -336,7 +350,7 @@ CHECKS = [
         lambda c, _: bool(_ports(c)),
         _set("ports", [{"internal": 8080, "external": 18080, "ip": "127.0.0.1"}]),
         # The edge proxy is the one container that must publish ports (any published port warns).
-        exceptions=_both("proxy"),
+        exceptions=_everywhere("proxy"),
     ),
     Check(
         "5.10",
@@ -355,7 +369,7 @@ CHECKS = [
         _any_interface,
         _set("ports", [{"internal": 8080, "external": 18080}]),
         # The proxy listens on stagecraft:proxy.bind_address, 0.0.0.0 in both stack files.
-        exceptions=_both("proxy"),
+        exceptions=_everywhere("proxy"),
     ),
     Check("5.15", "restart retries bounded", _restart_retries, _set("restart", "on-failure")),
     Check(
@@ -396,7 +410,7 @@ CHECKS = [
         _healthcheck,
         _without("healthcheck"),
         # A job runs to completion and exits; what gates on it is its exit code.
-        exceptions=_both(*JOBS),
+        exceptions=jobs_of,
     ),
     Check("5.28", "image pinned (docker-bench only notes it)", _unpinned_image, lambda i: None),
     Check(
@@ -406,7 +420,7 @@ CHECKS = [
         lambda i: None,
         # The limit is applied with `docker update` once a container exists, and a job has
         # started by then; a job runs once and exits.
-        exceptions=_both(*JOBS),
+        exceptions=jobs_of,
     ),
     Check("5.30", "default bridge docker0 not used", _docker0, _without("networksAdvanced")),
     Check(
@@ -430,7 +444,7 @@ CHECKS = [
         _root_user,
         _set("user", "0:0"),
         # They hand a fresh volume to its service's uid: root with CHOWN alone, no network, once.
-        exceptions=_both(*VOLUME_OWNERS),
+        exceptions=volume_owners_of,
     ),
 ]
 # Checks no container input decides, and where they are covered instead.
@@ -441,18 +455,37 @@ NOT_PER_CONTAINER = {
 }
 
 
+def acme_document() -> dict[str, Any]:
+    """Prod's stack file with Let's Encrypt certificates."""
+    document = stack_document("prod")
+    document["config"]["stagecraft:proxy"]["tls"] = {
+        "mode": "acme",
+        "email": "ops@acme.example.com",
+        "certbot": {"image": "certbot/certbot:v4.0.0", "memory_mb": 64, "cpus": 0.1},
+    }
+    return document
+
+
 @pytest.fixture(scope="module")
-def scans(plans: dict[str, Plan]) -> dict[str, tuple[Scan, list[Scanned]]]:
-    return {stack: (_scan(plan), scanned(stack, plan)) for stack, plan in plans.items()}
+def variant_plans(plans: dict[str, Plan], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Plan]:
+    path = tmp_path_factory.mktemp("acme") / "Pulumi.prod.yaml"
+    path.write_text(yaml.safe_dump(acme_document(), sort_keys=False))
+    return {**plans, "prod-acme": plan("prod", path)}
+
+
+@pytest.fixture(scope="module")
+def scans(variant_plans: dict[str, Plan]) -> dict[str, tuple[Scan, list[Scanned]]]:
+    return {variant: (_scan(result), scanned(result)) for variant, result in variant_plans.items()}
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.id)
 def test_every_running_container_passes_or_is_a_documented_exception(
     check: Check, scans: dict[str, tuple[Scan, list[Scanned]]]
 ) -> None:
-    for stack, (scan, containers) in scans.items():
+    assert set(scans) == set(VARIANTS)
+    for variant, (scan, containers) in scans.items():
         warned = {c.service for c in containers if check.warns(c, scan)}
-        assert warned == set(check.exceptions.get(stack, ())), f"{check.id} {check.title} ({stack})"
+        assert warned == check.exceptions(variant), f"{check.id} {check.title} ({variant})"
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.id)
@@ -479,39 +512,41 @@ def test_the_checks_cover_the_whole_runtime_section() -> None:
     assert len(ids) == len(set(ids))
 
 
-@pytest.mark.parametrize("stack", STACKS)
-def test_what_docker_bench_sees(stack: str, plans: dict[str, Plan]) -> None:
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_what_docker_bench_sees(variant: str, variant_plans: dict[str, Plan]) -> None:
     """Services run and are kept running, jobs run once attached, carriers never start (and have
     no network), so the scan covers every container that ever runs."""
-    containers = service_containers(plans[stack])
-    running = {c.service: c for c in scanned(stack, plans[stack])}
-    assert {service for service, c in running.items() if c.job} == JOBS
-    for service, container in containers.items():
+    result = variant_plans[variant]
+    jobs = jobs_of(variant)
+    running = {c.service: c for c in scanned(result)}
+    assert {service for service, c in running.items() if c.job} == jobs
+    assert ("certbot" in running) is variant.endswith("acme")
+    for service, container in service_containers(result).items():
         inputs = container.inputs
         if service in running:
-            assert inputs["mustRun"] is (service not in JOBS), service
-            assert inputs.get("attach", False) is (service in JOBS), service
+            assert inputs["mustRun"] is (service not in jobs), service
+            assert inputs.get("attach", False) is (service in jobs), service
         else:
             assert service.endswith("-files") and inputs["start"] is False and inputs["networkMode"] == "none"
 
 
-@pytest.mark.parametrize("stack", STACKS)
-def test_restart_policy_is_unless_stopped_by_design(stack: str, plans: dict[str, Plan]) -> None:
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_restart_policy_is_unless_stopped_by_design(variant: str, variant_plans: dict[str, Plan]) -> None:
     """docker-bench-security 1.6.x passes only `on-failure:5` (5.15); stagecraft's services use
     `unless-stopped`, which its current script passes (no retry count): a service comes back after
     any exit and after a daemon restart, where `on-failure:5` would leave it down after five
     failures. Jobs never restart: a failed job stops the update."""
-    for c in scanned(stack, plans[stack]):
+    for c in scanned(variant_plans[variant]):
         assert c.inputs["restart"] == ("no" if c.job else "unless-stopped"), c.service
         assert "maxRetryCount" not in c.inputs, c.service
 
 
-@pytest.mark.parametrize("stack", STACKS)
-def test_volume_owner_jobs_are_root_only_to_chown(stack: str, plans: dict[str, Plan]) -> None:
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_volume_owner_jobs_are_root_only_to_chown(variant: str, variant_plans: dict[str, Plan]) -> None:
     """The accepted 4.1 exception, and no more than it needs: CHOWN alone, no network, no ports,
     a read-only root filesystem, run once."""
-    containers = service_containers(plans[stack])
-    for service in VOLUME_OWNERS:
+    containers = service_containers(variant_plans[variant])
+    for service in volume_owners_of(variant):
         inputs = containers[service].inputs
         assert inputs["user"] == "0:0"
         assert inputs["capabilities"] == {"drops": ["ALL"], "adds": ["CHOWN"]}
@@ -520,18 +555,21 @@ def test_volume_owner_jobs_are_root_only_to_chown(stack: str, plans: dict[str, P
         assert inputs["readOnly"] is True and inputs["mustRun"] is False and inputs["restart"] == "no"
 
 
-@pytest.mark.parametrize("stack", STACKS)
-def test_no_swarm_object(stack: str, plans: dict[str, Plan]) -> None:
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_no_swarm_object(variant: str, variant_plans: dict[str, Plan]) -> None:
     """5.1: swarm mode stays off only if nothing needs it; services, swarm secrets and configs do."""
     swarm = {"docker:index/service:Service", "docker:index/secret:Secret", "docker:index/config:Config"}
-    assert not [r.name for r in plans[stack].resources if r.type in swarm]
-    assert plans[stack].by_type(CONTAINER)
+    result = variant_plans[variant]
+    assert not [r.name for r in result.resources if r.type in swarm]
+    assert result.by_type(CONTAINER)
 
 
-@pytest.mark.parametrize("stack", STACKS)
-def test_pids_limits_go_to_the_stacks_own_docker_host(stack: str, scans: dict[str, tuple[Scan, list[Scanned]]]) -> None:
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pids_limits_go_to_the_stacks_own_docker_host(
+    variant: str, scans: dict[str, tuple[Scan, list[Scanned]]]
+) -> None:
     """A `docker update` sent to another daemon (or naming another container) limits nothing."""
-    scan, containers = scans[stack]
+    scan, containers = scans[variant]
     services = [c for c in containers if not c.job]
     assert services and not any(_pids_limit(c, scan) for c in services)
     elsewhere = dataclasses.replace(scan, docker_host="ssh://deploy@elsewhere.example.com")
