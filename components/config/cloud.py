@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Literal, get_args
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from components.config.base import GCP_LOCATION, GCP_PROJECT, ROLE, ConfigSecret, KmsKey, Model, Problem
 
@@ -144,6 +144,11 @@ class SecretSettings(Model):
                 yield (f"provided.{name}", "clashes with a generated secret; choose another name")
 
 
+# The workloads whose containers read a key file: the API (its uploads bucket, and staging's seed
+# job loading a dump from it) and the backup service (the backups bucket).
+KEY_FILE_WORKLOADS = ("api", "backup")
+
+
 def _default_credentials() -> dict[str, str]:
     # The API reads and writes its uploads bucket; the backup service writes the backups bucket.
     return {"api": "key-file", "backup": "key-file"}
@@ -159,6 +164,12 @@ class Identity(Model):
     # Bump a workload's key generation to rotate its key: a new key, the old one deleted.
     key_generations: dict[Workload, Annotated[int, Field(ge=1, le=10000)]] = Field(default_factory=dict)
 
+    @field_validator("credentials")
+    @classmethod
+    def _over_the_defaults(cls, credentials: dict[str, str]) -> dict[str, str]:
+        """Each workload named overrides its own default; `{api: none}` leaves backup's key."""
+        return {**_default_credentials(), **credentials}
+
     def problems(self) -> Iterator[Problem]:
         for role in self.project_iam:
             if role not in PROJECT_ROLES:
@@ -166,6 +177,13 @@ class Identity(Model):
                     f"project_iam.{role}",
                     f"only {', '.join(PROJECT_ROLES)} may be granted on the project; every other role is granted "
                     "by stagecraft on the one resource that needs it",
+                )
+        for workload, credentials in self.credentials.items():
+            if credentials == "key-file" and workload not in KEY_FILE_WORKLOADS:
+                yield (
+                    f"credentials.{workload}",
+                    f"key-file is only for {', '.join(KEY_FILE_WORKLOADS)}, whose containers read a key; "
+                    f"no {workload} container would ever use one (use none)",
                 )
         for workload in self.key_generations:
             if self.credentials.get(workload, "none") != "key-file":
