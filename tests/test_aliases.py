@@ -32,11 +32,17 @@ def test_every_protected_prod_resource_survives_the_reshape(plans: dict[str, Pla
     assert protected <= claimed, sorted(protected - claimed)
     # ... and what claims a protected URN is itself protected (the same data, still guarded),
     # except what a rotation replaces: generated values and secret versions (their values stay
-    # in Secret Manager, where a replaced version is disabled, not destroyed).
-    rotated = {"random:index/randomPassword:RandomPassword", "gcp:secretmanager/secretVersion:SecretVersion"}
+    # in Secret Manager, where a replaced version is disabled, not destroyed); and access grants,
+    # which are no data and must stay revocable (unprotecting is an in-place state change).
+    unguarded = {
+        "random:index/randomPassword:RandomPassword",
+        "gcp:secretmanager/secretVersion:SecretVersion",
+        "gcp:secretmanager/secretIamMember:SecretIamMember",
+        "gcp:storage/bucketIAMMember:BucketIAMMember",
+    }
     by_urn = {r.urn: r for r in plan.resources}
     for new, old in moves.items():
-        if old in protected and by_urn[new].type not in rotated:
+        if old in protected and by_urn[new].type not in unguarded:
             assert by_urn[new].protect, new
     # Only the old monitoring component, split into three, has no successor.
     assert {urn.rsplit("::", 1)[1] for urn in previous - claimed} <= {"monitoring"}

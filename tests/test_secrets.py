@@ -115,3 +115,13 @@ def test_a_new_generation_rotates_the_value(run_mocked: Callable[..., Plan]) -> 
     plan = run_mocked("staging", _secrets("staging", SecretSettings(), [spec]))
     assert plan.by_type("random:index/randomPassword:RandomPassword")[0].inputs["keepers"] == {"generation": "3"}
     assert plan.by_type("gcp:secretmanager/secretVersion:SecretVersion")[0].inputs["secretDataWoVersion"] == "3"
+
+
+def test_prod_grants_stay_revocable(plans: dict[str, Plan]) -> None:
+    """The secrets and buckets are protected, their access grants are not: taking a workload's
+    access away in prod must not need `pulumi state unprotect`."""
+    prod = plans["prod"]
+    grants = prod.by_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+    grants += prod.by_type("gcp:storage/bucketIAMMember:BucketIAMMember")
+    assert grants and not any(grant.protect for grant in grants)
+    assert all(secret.protect for secret in prod.by_type("gcp:secretmanager/secret:Secret"))

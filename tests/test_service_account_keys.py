@@ -337,8 +337,8 @@ def test_a_new_key_generation_replaces_that_key_and_nothing_protected(
 def test_rotating_every_generated_secret_in_prod_replaces_no_protected_resource(
     write_stack: Callable[..., Path], replacing: None
 ) -> None:
-    """Prod protects its secrets, their access grants (children of the secret, so protected too),
-    buckets and data volumes; a rotation replaces only the generated values and their versions
+    """Prod protects its secrets, buckets and data volumes (not the grants on them: revoking
+    access must stay possible); a rotation replaces only the generated values and their versions
     (neither protected, and neither ever updated in place), then redelivers the files."""
     document = stack_document("prod")
     base = _replacing_plan("prod", document, write_stack, "base")
@@ -351,9 +351,7 @@ def test_rotating_every_generated_secret_in_prod_replaces_no_protected_resource(
     assert not sorted(r.name for r in changed.values() if r.protect)
     assert {r.type for r in base.resources if r.protect} == {
         "gcp:secretmanager/secret:Secret",
-        "gcp:secretmanager/secretIamMember:SecretIamMember",
         "gcp:storage/bucket:Bucket",
-        "gcp:storage/bucketIAMMember:BucketIAMMember",
         "docker:index/volume:Volume",
     }
     for type_ in (PASSWORD, VERSION):

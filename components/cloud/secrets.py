@@ -88,7 +88,9 @@ class Secrets(pulumi.ComponentResource):
                     secret_id=secret.id,
                     role=role,
                     member=pulumi.Output.from_input(args.members[workload]).apply(checked_member),
-                    opts=child(secret, was=f"{spec.name}-{workload}"),
+                    # A grant is never protected (its secret is): revoking access must not need
+                    # `pulumi state unprotect`.
+                    opts=child(secret, was=f"{spec.name}-{workload}", protect=False),
                 )
             self.values[spec.name] = value
             self.secrets[spec.name] = secret

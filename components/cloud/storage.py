@@ -58,7 +58,7 @@ class Buckets(pulumi.ComponentResource):
                 bucket=log_bucket.name,
                 role=checked_role("roles/storage.objectCreator"),
                 member=checked_member(STORAGE_ANALYTICS_GROUP),
-                opts=child(log_bucket, was="access-logs-writer"),
+                opts=child(log_bucket, was="access-logs-writer", protect=False),
             )
         self._bucket("uploads", _upload_rules(args.settings), log_bucket)
         self._bucket("backups", _backup_rules(args.settings), log_bucket)
@@ -71,7 +71,8 @@ class Buckets(pulumi.ComponentResource):
                     bucket=bucket.name,
                     role=role,
                     member=pulumi.Output.from_input(args.members[workload]).apply(checked_member),
-                    opts=child(bucket, was=f"{purpose}-{workload}-{suffix}"),
+                    # Grants are not protected like their bucket: revoking access stays possible.
+                    opts=child(bucket, was=f"{purpose}-{workload}-{suffix}", protect=False),
                 )
         self.names = {purpose: bucket.name for purpose, bucket in self.buckets.items()}
         self.register_outputs({"names": self.names})
