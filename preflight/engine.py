@@ -98,6 +98,8 @@ class Plan:
     config: StackConfig | None = field(repr=False, default=None)
     # (key path, ciphertext) of every `secure:` value in the stack file.
     ciphertexts: list[tuple[str, str]] = field(repr=False, default_factory=list)
+    # Every invoke (data source read at deploy time) the program made: (token, arguments).
+    invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def by_type(self, type_: str) -> list[PlannedResource]:
         return [r for r in self.resources if r.type == type_]
@@ -345,4 +347,5 @@ def _capture(
         resources=sorted(monitor.captured, key=lambda r: r.urn),
         outputs=outputs,
         secret_values=set(mocks.secret_values),
+        invokes=list(mocks.invokes),
     )

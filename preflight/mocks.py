@@ -53,8 +53,11 @@ class PlanMocks(pulumi.runtime.Mocks):
         self.job_exit_codes = dict(job_exit_codes or {})
         self.preview = preview
         self.secret_values: set[str] = set()
+        # Every invoke (data source) the program made: (token, arguments), in call order.
+        self.invokes: list[tuple[str, dict[str, Any]]] = []
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        self.invokes.append((args.token, dict(args.args)))
         if args.token == "gcp:secretmanager/getSecretVersion:getSecretVersion":
             # A secret the operator uploaded: a URL, a key, a certificate or a password, by its name.
             secret = str(args.args.get("secret", ""))

@@ -29,10 +29,11 @@ DASHBOARDS_DIR = Path(__file__).resolve().parent.parent / "dashboards"
 SECRETS = ("grafana-admin-password",)
 
 
-def render_entrypoint(password_file: str, data_dir: str = DATA_DIR) -> str:
+def render_entrypoint(password_file: str, data_dir: str = DATA_DIR, image_entrypoint: str = "/run.sh") -> str:
     """Grafana takes the admin password from its file only when it creates its database; on
     every later start this sets it from the current file first (read on stdin, never on a
-    command line), so a rotated password takes effect. Then the image's own entrypoint."""
+    command line), so a rotated password takes effect. Then the image's own entrypoint
+    (``image_entrypoint``), which starts the server in this process."""
     return "\n".join(
         [
             "#!/bin/sh",
@@ -42,7 +43,7 @@ def render_entrypoint(password_file: str, data_dir: str = DATA_DIR) -> str:
             "    grafana cli --homepath /usr/share/grafana --config /etc/grafana/grafana.ini \\",
             f"        admin reset-admin-password --password-from-stdin < {password_file} >/dev/null",
             "fi",
-            'exec /run.sh "$@"',
+            f'exec {image_entrypoint} "$@"',
             "",
         ]
     )

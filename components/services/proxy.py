@@ -161,8 +161,10 @@ def render_certbot_loop(
     retry_every: str = "5m",
     sleep_unit: str = "h",
 ) -> str:
-    """certbot's entrypoint: obtain the certificate once (HTTP-01 through the proxy's webroot),
-    then try a renewal every few hours; a failure is retried at the next round, never fatal."""
+    """certbot's entrypoint: when the container starts, ask for the certificate with these names
+    (HTTP-01 through the proxy's webroot): obtained, its names updated, or kept until it is due,
+    and replaced at once when it came from the staging CA and the stack no longer asks for that
+    CA; then try a renewal every few hours. A failure is retried at the next round, never fatal."""
     return render(
         "certbot.sh.j2",
         domains=list(domains),
