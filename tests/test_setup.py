@@ -83,5 +83,3 @@ def test_on_ci_the_services_it_installed_are_stopped(tmp_path: Path) -> None:
         "postgresql",
         "redis-server",
     }
-
-
