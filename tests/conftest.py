@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,40 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def self_signed_certificate(directory: Path, names: Sequence[str], stem: str = "tls") -> tuple[Path, Path]:
+    """A throwaway P-256 certificate valid one day for the DNS ``names`` (subject CN=``stem``)
+    and its key, written to ``<stem>.crt`` and ``<stem>.key`` in ``directory``."""
+    import subprocess
+
+    cert, key = directory / f"{stem}.crt", directory / f"{stem}.key"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"),
+            *("-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={stem}"),
+            *("-addext", "subjectAltName=" + ",".join(f"DNS:{name}" for name in names)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A directory for a test's nginx: its workers run unprivileged, so it lives outside
+    pytest's 0700 temp tree, readable by them; removed afterwards."""
+    import shutil
+    import tempfile
+
+    directory = Path(tempfile.mkdtemp(prefix="stagecraft-nginx-"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def require_tool(path: str) -> str:

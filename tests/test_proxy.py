@@ -6,11 +6,9 @@ import contextlib
 import dataclasses
 import http.client
 import http.server
-import shutil
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from conftest import free_port, require_tool, wait_for_port
+from conftest import free_port, require_tool, self_signed_certificate, wait_for_port
 
 from components.config import Domains, StackConfig
 from components.services.proxy import SECURITY_HEADERS, NginxSettings, Upstreams, render_nginx_conf
@@ -48,34 +46,7 @@ class _Upstream(http.server.BaseHTTPRequestHandler):
 
 def _certificate(directory: Path) -> tuple[Path, Path]:
     require_tool("openssl")
-    cert, key = directory / "tls.crt", directory / "tls.key"
-    names = ",".join(f"DNS:{d}" for d in (DOMAINS.web, DOMAINS.api, DOMAINS.grafana))
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=stagecraft-test",
-            "-addext",
-            f"subjectAltName={names}",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return cert, key
+    return self_signed_certificate(directory, (DOMAINS.web, DOMAINS.api, DOMAINS.grafana))
 
 
 def _settings(
@@ -97,17 +68,6 @@ def _settings(
         https_port=ports[1],
         health_port=ports[2],
     )
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    # nginx workers run unprivileged: keep their files out of pytest's 0700 temp tree.
-    directory = Path(tempfile.mkdtemp(prefix="stagecraft-nginx-"))
-    directory.chmod(0o755)
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])

@@ -12,7 +12,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -20,24 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import free_port, require_tool, wait_for_port
+from conftest import free_port, require_tool, self_signed_certificate, wait_for_port
 from test_proxy import DOMAINS, running_proxy
 
 from components.services.proxy import NginxSettings, Upstreams, render_nginx_conf, render_supervisor
 
 POLL_S = 1  # the supervisor's poll in these tests (60 s in the container)
 WAIT_S = 30.0  # upper bound for anything the tests wait for
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    # nginx workers run unprivileged: keep their files out of pytest's 0700 temp tree.
-    directory = Path(tempfile.mkdtemp(prefix="stagecraft-acme-"))
-    directory.chmod(0o755)
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _wait(condition: object, what: str, timeout: float = WAIT_S) -> None:
@@ -84,19 +72,7 @@ def test_the_challenge_is_answered_on_plain_http_for_the_configured_names_only(w
 
 def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
     """A self-signed certificate for the stack's names (subject CN=name) and its key."""
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    names = ",".join(f"DNS:{d}" for d in (DOMAINS.web, DOMAINS.api, DOMAINS.grafana))
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"),
-            *("-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={name}"),
-            *("-addext", f"subjectAltName={names}"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return cert, key
+    return self_signed_certificate(directory, (DOMAINS.web, DOMAINS.api, DOMAINS.grafana), name)
 
 
 def _der(cert: Path) -> bytes:

@@ -30,6 +30,8 @@ from dnslib.server import BaseResolver, DNSServer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from conftest import self_signed_certificate, wait_for_port  # noqa: E402
+
 from components.config import Domains  # noqa: E402
 from components.services.proxy import NginxSettings, Upstreams, render_nginx_conf  # noqa: E402
 
@@ -72,28 +74,6 @@ def version_server(address: str, version: str) -> http.server.ThreadingHTTPServe
     return server
 
 
-def certificate(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "tls.crt", directory / "tls.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={DOMAINS.api}",
-         "-addext", f"subjectAltName=DNS:{DOMAINS.api}"],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
-    return cert, key
-
-
-def wait_for(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing on 127.0.0.1:{port}")
-
-
 def request(port: int) -> tuple[int, str]:
     context = ssl.create_default_context()
     context.check_hostname = False
@@ -115,7 +95,7 @@ def main() -> None:
     dns = DNSServer(Answers(), port=5353, address="127.0.0.1")
     dns.start_thread()
     old, new = version_server(OLD, "old"), version_server(NEW, "new")
-    cert, key = certificate(directory)
+    cert, key = self_signed_certificate(directory, [DOMAINS.api])
     http_port, https_port, health_port = 18080, 18443, 18081
     settings = NginxSettings(
         domains=DOMAINS,
@@ -147,7 +127,7 @@ def main() -> None:
     statuses: list[int] = []
     versions: list[str] = []
     try:
-        wait_for(https_port)
+        wait_for_port(https_port)
         phases = [
             ("old only", [OLD], 40),
             # The new version is healthy: both answer to the name until the old one goes.
