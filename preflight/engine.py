@@ -25,16 +25,9 @@ from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components import yaml_io
-from components.config import (
-    ConfigError,
-    ConfigSecret,
-    StackConfig,
-    engine_view,
-    load_from_file,
-    read_stack_file,
-)
+from components.config import ConfigError, ConfigSecret, StackConfig, engine_view
 from components.config.loading import ciphertexts as stack_file_ciphertexts
+from components.config.loading import offline_items, read_stack_config, validate_items
 from preflight.aliases import AliasSpec, Registration, candidates, resolve
 from preflight.mocks import PlanMocks
 
@@ -244,8 +237,9 @@ def plan(
 ) -> Plan:
     """Validate the stack's config, then run the program under mocks; raise ConfigError first."""
     path = Path(config_file) if config_file else stack_file(stack, project_dir)
-    config_model = load_from_file(path)  # every config problem surfaces here, before the program runs
-    items = read_stack_file(path)
+    raw = read_stack_config(path)  # read once; every config problem surfaces before the program runs
+    items = offline_items(raw, path.name)
+    config_model = validate_items(items, path.name)
     config, secret_keys = engine_view(items)
     if str(project_dir) not in sys.path:
         sys.path.insert(0, str(project_dir))
@@ -253,15 +247,9 @@ def plan(
     result = capture(stack, lambda: runpy.run_path(str(main), run_name="__main__"), config, secret_keys, simulation)
     result.source = path.name
     result.config = config_model
-    result.ciphertexts = stack_ciphertexts(path)
+    result.ciphertexts = stack_file_ciphertexts(raw)
     result.secret_values |= _config_secrets(items)
     return result
-
-
-def stack_ciphertexts(path: Path) -> list[tuple[str, str]]:
-    """(key path, ciphertext) of every `secure:` value in a stack file (the file already loaded)."""
-    document = yaml_io.load(path.read_text()) or {}
-    return stack_file_ciphertexts(document.get("config") or {})
 
 
 def _config_secrets(value: Any) -> set[str]:

@@ -101,8 +101,9 @@ def _raw_tree(items: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], list
     return tree, problems
 
 
-def read_stack_file(path: Path) -> dict[str, Any]:
-    """The ``config:`` mapping of a stack file, with `secure:` values as offline ConfigSecrets."""
+def read_stack_config(path: Path) -> dict[str, Any]:
+    """The ``config:`` mapping of a stack file as written (`secure:` values as their ciphertext);
+    a file that cannot be read or parsed, or holds one ciphertext twice, is a ConfigError."""
     source = path.name
     try:
         document = yaml_io.load(path.read_text())
@@ -124,18 +125,31 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     problems = copied_secrets(config)
     if problems:
         raise ConfigError(source, problems)
+    return config
+
+
+def offline_items(config: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A stack file's config mapping with `secure:` values as offline ConfigSecrets."""
     return {str(k): _decode_secure(v, source, str(k)) for k, v in config.items()}
+
+
+def read_stack_file(path: Path) -> dict[str, Any]:
+    """The ``config:`` mapping of a stack file, with `secure:` values as offline ConfigSecrets."""
+    return offline_items(read_stack_config(path), path.name)
+
+
+def validate_items(items: Mapping[str, Any], source: str) -> StackConfig:
+    """The validated model of a stack file's (offline) config items."""
+    tree, problems = _raw_tree(items)
+    if problems:
+        raise ConfigError(source, problems)
+    return validate(tree, source)
 
 
 def load_from_file(path: Path | str, source: str | None = None) -> StackConfig:
     """Load and validate a stack file as ``preflight`` does (no decryption, no engine)."""
     path = Path(path)
-    source = source or path.name
-    items = read_stack_file(path)
-    tree, problems = _raw_tree(items)
-    if problems:
-        raise ConfigError(source, problems)
-    return validate(tree, source)
+    return validate_items(read_stack_file(path), source or path.name)
 
 
 def _parse_engine_value(value: str) -> Any:
